@@ -1,0 +1,43 @@
+"""Test session setup.
+
+- Hypothesis profiles: ``deterministic`` (the default, used in CI: derandomized, no example
+  database, no deadline) and ``dev`` (more examples). Pick one with HYPOTHESIS_PROFILE=dev.
+- Toy and theory comparisons run in float64, so x64 is switched on for the session here (never
+  at import of the package). LLM tests opt back into float32 with the ``f32`` fixture:
+  ``pytestmark = pytest.mark.usefixtures("f32")``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "deterministic",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=25,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "dev",
+    deadline=None,
+    max_examples=200,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+
+
+def pytest_configure(config):
+    jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture
+def f32():
+    """Run one test with x64 off, as the LLM code runs in production."""
+    with jax.enable_x64(False):
+        yield

@@ -1,0 +1,60 @@
+"""The ``coupling`` console script: a thin dispatcher to the subcommands each package owns.
+
+    coupling verify ...      -> toy_models.verify.main    (theory's sympy checks + the toy numeric ones)
+    coupling toy ...         -> toy_models.toy_cli.main
+    coupling llm ...         -> llm_check.cli.main
+
+Each target is imported only when its subcommand runs, so ``coupling verify`` never imports Flax.
+Bad input (``theory.errors.InputError``) prints one line and exits 2; argparse errors also exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from theory.errors import InputError
+
+USAGE = """usage: coupling {verify,toy,llm} ...
+
+  verify   check every claim of THEORY.md, symbolically (sympy) and numerically (JAX)
+  toy      analyze / explore / sweep tabular softmax instances
+  llm      run / eval the Qwen3 confirmation runs (needs the [llm] extra)
+
+Run `coupling SUBCOMMAND --help` for the options of each."""
+
+
+def _target(name: str):
+    if name == "verify":
+        from toy_models.verify import main
+    elif name == "toy":
+        from toy_models.toy_cli import main
+    elif name == "llm":
+        try:
+            from llm_check.cli import main
+        except ModuleNotFoundError as e:  # the [llm] extra is missing
+            raise InputError(f"`coupling llm` needs the llm extra ({e.name} is not installed): "
+                             "pip install 'sft-rl-coupling[llm]'") from e
+    else:
+        return None
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    try:
+        target = _target(argv[0])
+        if target is None:
+            print(f"coupling: unknown subcommand {argv[0]!r}; choose from verify, toy, llm",
+                  file=sys.stderr)
+            return 2
+        return int(target(argv[1:]) or 0)
+    except InputError as e:
+        print(f"coupling {argv[0]}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
