@@ -1,0 +1,59 @@
+"""Per-token log-probabilities (and entropies) from hidden states, in sequence chunks.
+
+``token_logprobs(model, tokens, mask)[b, t] = log p(tokens[b, t+1] | tokens[b, :t+1])``, the
+quantity behind the SFT cross-entropy and the GRPO ratio. The final hidden states [B, T, D] are
+computed once; the LM head, log-softmax and target gather then run over chunks of ``chunk_size``
+positions with ``jax.lax.map``, each chunk under ``jax.checkpoint``, so neither the forward nor the
+backward pass ever holds the [B, T, V] float32 logits (5 GB at B=16, T=512, V=151,936; LLM.md).
+Entropy is ``H_t = logsumexp(z) - sum_v softmax(z)_v z_v``, in float32.
+
+Positions whose target is padding get whatever the model says there; callers mask them (the
+completion mask of ``tokenizer.example_ids`` / ``sampling.SampleOutput``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _chunked(model, tokens, attention_mask, chunk_size: int, with_entropy: bool):
+    b, t = tokens.shape
+    h = model.hidden(tokens, attention_mask=attention_mask)[:, :-1]  # [B, T-1, D]
+    targets = tokens[:, 1:]
+    n = t - 1
+    chunk = max(1, min(chunk_size, n))
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    h = jnp.pad(h, ((0, 0), (0, pad), (0, 0)))
+    targets = jnp.pad(targets, ((0, 0), (0, pad)))
+    # [n_chunks, B, chunk, ...] so lax.map walks the sequence
+    h = h.reshape(b, n_chunks, chunk, -1).swapaxes(0, 1)
+    targets = targets.reshape(b, n_chunks, chunk).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def one(args):
+        hc, tc = args
+        z = model.logits(hc)  # f32 [B, chunk, V]
+        lse = jax.nn.logsumexp(z, axis=-1)
+        lp = jnp.take_along_axis(z, tc[..., None], axis=-1)[..., 0] - lse
+        if not with_entropy:
+            return lp, jnp.zeros_like(lp)
+        ent = lse - jnp.sum(jax.nn.softmax(z, axis=-1) * z, axis=-1)
+        return lp, ent
+
+    lp, ent = jax.lax.map(one, (h, targets))
+    lp = lp.swapaxes(0, 1).reshape(b, -1)[:, :n]
+    ent = ent.swapaxes(0, 1).reshape(b, -1)[:, :n]
+    return lp, ent
+
+
+def token_logprobs(model, tokens, attention_mask=None, *, chunk_size: int = 128) -> jax.Array:
+    """float32 [B, T-1]: log p(tokens[:, t+1] | tokens[:, :t+1])."""
+    return _chunked(model, tokens, attention_mask, chunk_size, with_entropy=False)[0]
+
+
+def token_logprobs_and_entropy(model, tokens, attention_mask=None, *,
+                               chunk_size: int = 128) -> tuple[jax.Array, jax.Array]:
+    """(log-probs, entropies), both float32 [B, T-1]; entropy of the next-token distribution."""
+    return _chunked(model, tokens, attention_mask, chunk_size, with_entropy=True)
