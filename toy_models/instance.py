@@ -1,0 +1,191 @@
+"""A tabular instance of THEORY.md §1, its validation, the JSON file format, and random draws.
+
+Fields (all float64 arrays): ``q[X]`` prompt weights, ``expert[X, Y]`` = p_D, ``reward[X, Y]`` = r,
+``reference[X, Y]`` = π_ref, ``sft_policy[X, Y]`` = p_SFT, ``beta[]`` = β. ``Instance`` is a JAX
+pytree, so a batch of instances is one ``Instance`` with a leading axis on every field and the
+functions of this package can be ``jax.vmap``-ed over it.
+
+The JSON format is DESIGN.md's: ``prompt_weights``, ``expert``, ``reward``, ``beta`` and optionally
+``reference`` (default: expert), ``sft_policy`` (default: expert) and ``sft_steps``. Every problem
+raises ``theory.errors.InputError`` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from theory.errors import InputError
+
+PROB_TOL = 1e-9  # |Σ p − 1| allowed in an instance file
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    q: jax.Array
+    expert: jax.Array
+    reward: jax.Array
+    reference: jax.Array
+    sft_policy: jax.Array
+    beta: jax.Array
+
+
+def make_instance(q, expert, reward, beta, reference=None, sft_policy=None) -> Instance:
+    """An ``Instance`` from array-likes (float64); reference and sft_policy default to the expert."""
+    expert = jnp.asarray(expert, jnp.float64)
+    return Instance(
+        q=jnp.asarray(q, jnp.float64),
+        expert=expert,
+        reward=jnp.asarray(reward, jnp.float64),
+        reference=expert if reference is None else jnp.asarray(reference, jnp.float64),
+        sft_policy=expert if sft_policy is None else jnp.asarray(sft_policy, jnp.float64),
+        beta=jnp.asarray(beta, jnp.float64),
+    )
+
+
+# ----------------------------------------------------------------------------- validation / files
+
+
+def _matrix(value, name: str, where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: `{name}` must be a list of lists of numbers") from None
+    if arr.ndim != 2 or arr.size == 0:
+        raise InputError(f"{where}: `{name}` must be a non-empty [X][Y] list of lists, "
+                         f"got shape {arr.shape}")
+    return arr
+
+
+def _check_probs(arr: np.ndarray, name: str, where: str) -> None:
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{where}: `{name}` contains NaN or infinity")
+    if np.any(arr < 0):
+        i = tuple(int(k) for k in np.argwhere(arr < 0)[0])
+        raise InputError(f"{where}: `{name}` has a negative probability at index {list(i)}")
+    sums = arr.sum(axis=-1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > PROB_TOL)
+    if bad.size:
+        raise InputError(f"{where}: `{name}` row {int(bad[0])} sums to {sums[bad[0]]!r}, "
+                         f"not 1 within {PROB_TOL:g}")
+
+
+def validate(raw: dict, where: str) -> tuple[Instance, tuple[float, ...]]:
+    """Check a decoded JSON object and build the instance; returns (instance, sft_steps)."""
+    if not isinstance(raw, dict):
+        raise InputError(f"{where}: the instance must be a JSON object")
+    for key in ("prompt_weights", "expert", "reward", "beta"):
+        if key not in raw:
+            raise InputError(f"{where}: missing key `{key}`")
+    try:
+        q = np.asarray(raw["prompt_weights"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: `prompt_weights` must be a list of numbers") from None
+    if q.ndim != 1 or q.size == 0:
+        raise InputError(f"{where}: `prompt_weights` must be a non-empty list, got shape {q.shape}")
+    _check_probs(q[None, :], "prompt_weights", where)
+    if np.any(q == 0):
+        raise InputError(f"{where}: `prompt_weights` must be > 0 (q(x) > 0 for every prompt)")
+    expert = _matrix(raw["expert"], "expert", where)
+    shape = (q.size, expert.shape[1])
+    if expert.shape[1] < 2:
+        raise InputError(f"{where}: `expert` needs at least 2 responses per prompt")
+    mats = {"expert": expert}
+    for key in ("reward", "reference", "sft_policy"):
+        if key in raw:
+            mats[key] = _matrix(raw[key], key, where)
+    for key, arr in mats.items():
+        if arr.shape != shape:
+            raise InputError(f"{where}: `{key}` has shape {list(arr.shape)}, expected {list(shape)} "
+                             f"(X = len(prompt_weights), Y = responses)")
+    if not np.all(np.isfinite(mats["reward"])):
+        raise InputError(f"{where}: `reward` contains NaN or infinity")
+    for key in ("expert", "reference", "sft_policy"):
+        if key in mats:
+            _check_probs(mats[key], key, where)
+    beta = raw["beta"]
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta):
+        raise InputError(f"{where}: `beta` must be a finite number, got {beta!r}")
+    if beta <= 0:
+        raise InputError(f"{where}: `beta` must be > 0, got {beta!r}")
+    steps = raw.get("sft_steps", [0.1, 0.5, 1.0])
+    if (not isinstance(steps, list) or not steps
+            or not all(isinstance(s, (int, float)) and not isinstance(s, bool)
+                       and math.isfinite(s) and s > 0 for s in steps)):
+        raise InputError(f"{where}: `sft_steps` must be a non-empty list of positive numbers")
+    if "reference" in mats:
+        ref_zero = (mats["reference"] == 0)
+        # the regularized optimum lives on supp π_ref; an expert outside it has infinite SFT loss.
+        if np.any(ref_zero & (expert > 0)):
+            raise InputError(f"{where}: `expert` puts mass where `reference` is 0; the RL optimum "
+                             "would give it probability 0 (infinite SFT loss)")
+    inst = make_instance(q, expert, mats["reward"], float(beta),
+                         mats.get("reference"), mats.get("sft_policy"))
+    return inst, tuple(float(s) for s in steps)
+
+
+def load_instance(path: str | Path) -> tuple[Instance, tuple[float, ...]]:
+    """Read and validate an instance file; every problem is an ``InputError`` naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    return validate(raw, str(path))
+
+
+# ----------------------------------------------------------------------------- random instances
+
+
+def random_instance(key: jax.Array, num_x: int, num_y: int, logit_scale: float = 2.0) -> Instance:
+    """A generic instance: softmax of bounded Gaussian logits, rewards in [-1, 1], β ∈ [0.2, 5]."""
+    k = jax.random.split(key, 6)
+
+    def simplex(kk, shape):
+        return jax.nn.softmax(logit_scale * jax.random.normal(kk, shape), axis=-1)
+
+    return Instance(
+        q=simplex(k[0], (num_x,)),
+        expert=simplex(k[1], (num_x, num_y)),
+        reward=jax.random.uniform(k[2], (num_x, num_y), minval=-1.0, maxval=1.0),
+        reference=simplex(k[3], (num_x, num_y)),
+        sft_policy=simplex(k[4], (num_x, num_y)),
+        beta=jnp.exp(jax.random.uniform(k[5], (), minval=jnp.log(0.2), maxval=jnp.log(5.0))),
+    )
+
+
+def random_batch(key: jax.Array, batch: int, num_x: int, num_y: int) -> Instance:
+    """``batch`` independent random instances, stacked (one ``Instance`` with a leading axis)."""
+    return jax.vmap(lambda k: random_instance(k, num_x, num_y))(jax.random.split(key, batch))
+
+
+def edge_cases(key: jax.Array, num_x: int, num_y: int) -> dict[str, Instance]:
+    """The edge cases every numeric check runs on, each a batch of one instance with X×Y shape.
+
+    - ``deterministic_expert``: p_D a point mass on each prompt (reference = expert too);
+    - ``constant_reward``: r ≡ const on every prompt;
+    - ``beta_large`` (β = 1e3) and ``beta_small`` (β = 1e-2).
+    A two-response batch is ``random_batch(key, B, X, 2)``.
+    """
+    base = random_instance(key, num_x, num_y)
+    onehot = jax.nn.one_hot(jnp.arange(num_x) % num_y, num_y, dtype=jnp.float64)
+    cases = {
+        "deterministic_expert": dataclasses.replace(base, expert=onehot, reference=onehot),
+        "constant_reward": dataclasses.replace(base, reward=jnp.full_like(base.reward, 0.3)),
+        "beta_large": dataclasses.replace(base, beta=jnp.asarray(1e3)),
+        "beta_small": dataclasses.replace(base, beta=jnp.asarray(1e-2)),
+    }
+    return {name: jax.tree.map(lambda a: a[None], inst) for name, inst in cases.items()}
