@@ -1,0 +1,139 @@
+"""SFT: masked token cross-entropy on the completion (and the closing <|im_end|>), AdamW.
+
+The loss is THEORY.md §1's L(theta) = E[-log p_theta(y|x)] on the expert's responses, written per
+token: over a batch, sum_{i,t} m_{i,t} (-log p(y_{i,t} | x_i, y_{i,<t})) / sum m, with m the
+completion mask (``data.TokenBatch``). Log-probs come from ``llm_check.logprobs.token_logprobs``,
+which works through the sequence in chunks so [B, T, V] f32 logits are never held at once.
+
+The training state is functional: ``params`` (the model's ``nnx.Param`` state) and an optax state,
+with the module structure (``graphdef``) and the non-trainable rest closed over. One step is one
+pure jitted function ``(params, opt_state, batch) -> (params, opt_state, metrics)``. Gradient
+accumulation: the batch carries a leading micro-batch axis [A, B, T]; gradients of the summed NLL
+are added over micro-batches and divided by the total number of completion tokens, so the update
+equals that of one [A*B, T] batch (an exact global token mean).
+
+Optimizer: global-norm clipping, then AdamW with linear warmup and cosine or constant decay; weight
+decay on matrices only (not on norms).
+
+Also here, because SFT and evaluation share it: ``sequence_nll`` (the per-response CE in nats,
+summed over the completion tokens, i.e. -log p(y|x)), the quantity ``sft/ce_heldout`` averages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from llm_check.logprobs import token_logprobs
+from theory.errors import InputError
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with warmup + decay and global-norm clipping; every field goes to config.json."""
+
+    lr: float = 1e-3
+    warmup_steps: int = 0
+    schedule: str = "constant"  # "constant" | "cosine" (decays to lr * final_lr_frac)
+    final_lr_frac: float = 0.1
+    total_steps: int = 100
+    b1: float = 0.9
+    b2: float = 0.999
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+
+    def validate(self, name: str = "optimizer") -> "OptimConfig":
+        if not self.lr > 0:
+            raise InputError(f"setting {name} lr={self.lr}: must be > 0")
+        if self.schedule not in ("constant", "cosine"):
+            raise InputError(f"setting {name} schedule={self.schedule!r}: choose constant or cosine")
+        if self.warmup_steps < 0 or self.total_steps < 1:
+            raise InputError(f"settings {name} warmup_steps={self.warmup_steps}, total_steps="
+                             f"{self.total_steps}: need warmup >= 0 and total >= 1")
+        if not self.clip_norm > 0 or self.weight_decay < 0:
+            raise InputError(f"settings {name} clip_norm={self.clip_norm}, weight_decay="
+                             f"{self.weight_decay}: need clip_norm > 0 and weight_decay >= 0")
+        return self
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+    """clip_by_global_norm -> adamw(schedule), decay masked to parameters with ndim >= 2."""
+    if cfg.schedule == "cosine":
+        decay_steps = max(cfg.total_steps, cfg.warmup_steps + 1)
+        sched = optax.warmup_cosine_decay_schedule(
+            init_value=0.0 if cfg.warmup_steps else cfg.lr, peak_value=cfg.lr,
+            warmup_steps=cfg.warmup_steps, decay_steps=decay_steps,
+            end_value=cfg.lr * cfg.final_lr_frac)
+    elif cfg.warmup_steps:
+        sched = optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps)
+        sched = optax.join_schedules([sched, optax.constant_schedule(cfg.lr)], [cfg.warmup_steps])
+    else:
+        sched = optax.constant_schedule(cfg.lr)
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.clip_norm),
+        optax.adamw(sched, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay,
+                    mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)),
+    )
+
+
+def split_model(model: nnx.Module):
+    """(graphdef, params, rest): the trainable nnx.Param state and everything else."""
+    return nnx.split(model, nnx.Param, ...)
+
+
+def completion_logprobs(graphdef, params, rest, tokens, attention_mask, chunk_size: int):
+    """[B, T-1] log p(tokens[:, t+1] | tokens[:, :t+1]) of the model with these params."""
+    model = nnx.merge(graphdef, params, rest)
+    return token_logprobs(model, tokens, attention_mask, chunk_size=chunk_size)
+
+
+def nll_sums(graphdef, params, rest, tokens, attention_mask, completion_mask, chunk_size: int):
+    """(per-sequence summed NLL over the completion [B], number of completion tokens [B])."""
+    logp = completion_logprobs(graphdef, params, rest, tokens, attention_mask, chunk_size)
+    m = completion_mask[:, 1:].astype(logp.dtype)
+    return -(logp * m).sum(-1), m.sum(-1)
+
+
+def make_sft_step(graphdef, rest, optimizer, *, chunk_size: int = 64):
+    """The jitted SFT step over a batch with a leading micro-batch axis [A, B, T] (module docstring)."""
+
+    def summed_nll(params, tokens, attn, cmask):
+        nll, n = nll_sums(graphdef, params, rest, tokens, attn, cmask, chunk_size)
+        return nll.sum(), n.sum()
+
+    grad_fn = jax.value_and_grad(summed_nll, has_aux=True)
+
+    @jax.jit
+    def step(params, opt_state, tokens, attn, cmask):
+        def micro(carry, xs):
+            g_acc, l_acc, n_acc = carry
+            (l, n), g = grad_fn(params, *xs)
+            return (jax.tree.map(jnp.add, g_acc, g), l_acc + l, n_acc + n), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (g, total, count), _ = jax.lax.scan(micro, (zeros, 0.0, 0.0), (tokens, attn, cmask))
+        count = jnp.maximum(count, 1.0)
+        grads = jax.tree.map(lambda x: x / count, g)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics = {"loss": total / count, "grad_norm": optax.global_norm(grads)}
+        return params, opt_state, metrics
+
+    return step
+
+
+def stack_micro(batch, accum: int):
+    """Reshape a data.TokenBatch of A*B rows to arrays [A, B, T] for ``make_sft_step``."""
+    n = len(batch)
+    if n % accum:
+        raise InputError(f"setting grad_accum={accum}: does not divide the batch of {n} rows")
+    shape = (accum, n // accum, batch.tokens.shape[1])
+    return (batch.tokens.reshape(shape), batch.attention_mask.reshape(shape),
+            batch.completion_mask.reshape(shape))
