@@ -207,7 +207,8 @@ class Qwen3(nnx.Module):
         """Run ``tokens`` [B, T] written at cache slots ``slot .. slot+T-1``.
 
         ``key_mask`` [B, S] marks the cache slots that hold real tokens (S = cache length); query
-        ``t`` sees slots ``<= slot + t`` among them. Returns (float32 logits [B, T, V], new cache).
+        ``t`` sees slots ``<= slot + t`` among them. Returns (final-normed hidden [B, T, D], new
+        cache); apply ``logits`` to the positions needed (prefill needs only the last one).
         Prefill is ``slot=0`` with the whole prompt; decode is one token at a time.
         """
         t = tokens.shape[1]
@@ -219,7 +220,7 @@ class Qwen3(nnx.Module):
         for layer, layer_cache in zip(self.layers, cache):
             x, layer_cache = layer(x, positions, mask, layer_cache, slot)
             new_cache.append(layer_cache)
-        return self.logits(self.norm(x)), new_cache
+        return self.norm(x), new_cache
 
 
 def count_params(config: Qwen3Config) -> int:

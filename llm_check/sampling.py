@@ -1,0 +1,113 @@
+"""Autoregressive sampling with the KV cache: greedy, temperature and top-p (nucleus).
+
+- Prompts are LEFT-padded ``[B, P]`` with a mask, so every prompt ends at column ``P - 1`` and
+  generated token ``i`` goes to cache slot ``P + i`` for the whole batch. Positions follow each
+  sequence's own length (``len_b + i``), so padding does not change what a sequence samples.
+- One prefill over the prompt, then ``max_new_tokens - 1`` single-token decode steps in a
+  ``jax.lax.scan``. Everything has a static shape: the function is compiled once per
+  (model graph, batch, prompt length, max_new_tokens, greedy/top-p mode) and reused.
+- Per-sequence stop: after a sequence emits ``eos_id`` its later tokens are ``pad_id`` and its
+  completion mask is 0. ``completion_mask`` is 1 up to and including the first eos.
+- Deterministic for a given key: step ``i`` draws with ``jax.random.fold_in(key, i)``.
+
+Top-p keeps the smallest set of most likely tokens whose probability reaches ``top_p`` (the first
+token always stays); tokens tied with the cut-off logit are kept too. It needs a sort over the
+vocabulary each step, so it is only traced when ``top_p < 1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from llm_check.model import default_positions
+from theory.errors import InputError
+
+
+@dataclass(frozen=True)
+class SampleOutput:
+    tokens: jax.Array           # int32 [B, P + N]: prompt (as given) then completion
+    completion: jax.Array       # int32 [B, N]; pad_id after the first eos
+    completion_mask: jax.Array  # int32 [B, N]: 1 up to and including the first eos
+    lengths: jax.Array          # int32 [B]: completion_mask.sum(-1)
+
+
+def sample(model, prompt_tokens, prompt_mask, key, *, max_new_tokens: int,
+           temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
+           eos_id: int, pad_id: int | None = None) -> SampleOutput:
+    """Sample ``max_new_tokens`` tokens after each left-padded prompt (see module docstring)."""
+    prompt_tokens = jnp.asarray(prompt_tokens, jnp.int32)
+    prompt_mask = jnp.asarray(prompt_mask, jnp.int32)
+    if prompt_tokens.ndim != 2 or prompt_mask.shape != prompt_tokens.shape:
+        raise InputError(f"sample: prompt_tokens {prompt_tokens.shape} and prompt_mask "
+                         f"{prompt_mask.shape} must both be [B, P]")
+    if max_new_tokens < 1:
+        raise InputError(f"sample: max_new_tokens must be >= 1, got {max_new_tokens}")
+    if not greedy and not temperature > 0:
+        raise InputError(f"sample: temperature must be > 0 (or greedy=True), got {temperature}")
+    if not 0 < top_p <= 1:
+        raise InputError(f"sample: top_p must be in (0, 1], got {top_p}")
+    if not np.all(np.asarray(prompt_mask)[:, -1] == 1):
+        raise InputError("sample: prompts must be LEFT-padded (prompt_mask[:, -1] must be 1)")
+    graphdef, state = nnx.split(model)
+    tokens, completion, cmask = _sample(
+        graphdef, state, prompt_tokens, prompt_mask, key, jnp.float32(temperature),
+        jnp.float32(top_p), max_new_tokens=int(max_new_tokens), greedy=bool(greedy),
+        use_top_p=bool(top_p < 1), eos_id=int(eos_id),
+        pad_id=int(eos_id if pad_id is None else pad_id))
+    return SampleOutput(tokens, completion, cmask, cmask.sum(-1))
+
+
+def _pick(logits, key, temperature, top_p, *, greedy: bool, use_top_p: bool):
+    """Next token [B] from float32 logits [B, V]."""
+    if greedy:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    z = logits / temperature
+    if use_top_p:
+        zs = jnp.sort(z, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(zs, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        cutoff = jnp.min(jnp.where(mass_before < top_p, zs, jnp.inf), axis=-1, keepdims=True)
+        z = jnp.where(z >= cutoff, z, -jnp.inf)
+    return jax.random.categorical(key, z, axis=-1).astype(jnp.int32)
+
+
+@partial(jax.jit, static_argnums=(0,),
+         static_argnames=("max_new_tokens", "greedy", "use_top_p", "eos_id", "pad_id"))
+def _sample(graphdef, state, prompt_tokens, prompt_mask, key, temperature, top_p, *,
+            max_new_tokens, greedy, use_top_p, eos_id, pad_id):
+    model = nnx.merge(graphdef, state)
+    b, p = prompt_tokens.shape
+    n = max_new_tokens
+    key_mask = jnp.concatenate([prompt_mask, jnp.ones((b, n), jnp.int32)], axis=1)
+    prompt_len = prompt_mask.sum(-1)
+    cache = model.init_cache(b, p + n)
+    h, cache = model.forward_cached(prompt_tokens, default_positions(prompt_mask), key_mask,
+                                    cache, 0)
+    logits = model.logits(h[:, -1])
+    pick = partial(_pick, temperature=temperature, top_p=top_p, greedy=greedy,
+                   use_top_p=use_top_p)
+
+    def choose(logits, i, done):
+        tok = jnp.where(done, pad_id, pick(logits, jax.random.fold_in(key, i)))
+        return tok, done | (tok == eos_id), (~done).astype(jnp.int32)
+
+    def step(carry, i):
+        cache, logits, done = carry
+        tok, done_next, valid = choose(logits, i, done)
+        h, cache = model.forward_cached(tok[:, None], (prompt_len + i)[:, None], key_mask,
+                                        cache, p + i)
+        return (cache, model.logits(h[:, 0]), done_next), (tok, valid)
+
+    done = jnp.zeros((b,), jnp.bool_)
+    (cache, logits, done), (toks, valid) = jax.lax.scan(
+        step, (cache, logits, done), jnp.arange(n - 1))
+    last, _, last_valid = choose(logits, n - 1, done)
+    completion = jnp.concatenate([toks.T, last[:, None]], axis=1)
+    cmask = jnp.concatenate([valid.T, last_valid[:, None]], axis=1)
+    return jnp.concatenate([prompt_tokens, completion], axis=1), completion, cmask
