@@ -1,0 +1,108 @@
+"""Device mesh and shardings: data parallelism plus FSDP on a ``("data", "fsdp")`` mesh.
+
+- ``make_mesh("data=2,fsdp=4")`` builds a 2-D ``jax.sharding.Mesh``; ``None`` is a 1x1 mesh on the
+  first device, so the same code runs on one device or many.
+- Parameters (``param_spec``): each tensor is split along its largest dimension divisible by the
+  ``fsdp`` axis size, over ``fsdp``, and replicated over ``data``; tensors with no such dimension
+  (norm weights on a large mesh) are replicated. XLA inserts the all-gathers (GSPMD).
+- Batches (``batch_sharding``): the leading (batch) axis is split over ``("data", "fsdp")``, so
+  every device gets different examples; the batch size must be a multiple of the device count.
+- ``place`` builds a global array straight from a host (NumPy) array with
+  ``jax.make_array_from_callback``: each device receives only its own slice, and in a multi-host
+  job every process passes the same host array and feeds only its local devices.
+
+Multi-host (several processes, e.g. one per TPU host or GPU node): call ``init_distributed`` first
+in every process, before anything else touches JAX, then build the mesh over ``jax.devices()``
+(all processes' devices) exactly as on one host::
+
+    from llm_check.sharding import init_distributed, make_mesh
+    init_distributed()                     # on TPU / SLURM / Open MPI the arguments are detected
+    init_distributed("10.0.0.1:1234", num_processes=4, process_id=RANK)   # elsewhere
+    mesh = make_mesh("data=4,fsdp=8")
+
+Simplification: no tensor/sequence parallelism; FSDP splits whole weight matrices.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from theory.errors import InputError
+
+AXES = ("data", "fsdp")
+
+
+def make_mesh(spec: str | None = None, devices=None) -> Mesh:
+    """``"data=D,fsdp=F"`` (either may be omitted, default 1) on the first D*F devices."""
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = {"data": 1, "fsdp": 1}
+    if spec:
+        for part in spec.split(","):
+            name, _, value = part.strip().partition("=")
+            if name not in sizes or not value.strip().isdigit() or int(value) < 1:
+                raise InputError(f"mesh spec {spec!r}: expected 'data=N,fsdp=M' with N, M >= 1, "
+                                 f"got {part.strip()!r}")
+            sizes[name] = int(value)
+    n = sizes["data"] * sizes["fsdp"]
+    if n > len(devices):
+        raise InputError(f"mesh spec {spec!r} needs {n} devices; {len(devices)} are available")
+    return Mesh(np.array(devices[:n]).reshape(sizes["data"], sizes["fsdp"]), AXES)
+
+
+def param_spec(shape, mesh: Mesh) -> P:
+    """Split the largest dimension divisible by the fsdp size over ``fsdp``; else replicate."""
+    f = mesh.shape["fsdp"]
+    if f == 1:
+        return P()
+    candidates = [d for d in range(len(shape)) if shape[d] % f == 0 and shape[d] >= f]
+    if not candidates:
+        return P()
+    d = max(candidates, key=lambda i: shape[i])
+    return P(*[("fsdp" if i == d else None) for i in range(len(shape))])
+
+
+def param_sharding(shape, mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, param_spec(shape, mesh))
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+    """Leading axis over every device (``("data", "fsdp")``), the rest replicated."""
+    return NamedSharding(mesh, P(AXES, *([None] * (ndim - 1))))
+
+
+def place(host, sharding: NamedSharding) -> jax.Array:
+    """A global array with ``sharding`` from a host array (each device gets only its slice)."""
+    host = np.asarray(host)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def shard_batch(batch, mesh: Mesh):
+    """Place every array of a pytree with its leading axis split over the whole mesh."""
+    def one(x):
+        x = np.asarray(x)
+        n = mesh.devices.size
+        if x.shape[0] % n:
+            raise InputError(f"batch size {x.shape[0]} is not a multiple of the {n} devices of "
+                             "the mesh")
+        return place(x, batch_sharding(mesh, x.ndim))
+    return jax.tree.map(one, batch)
+
+
+def shard_model(model, mesh: Mesh):
+    """Re-place every variable of an NNX model (in place) with ``param_sharding``; returns it."""
+    state = nnx.state(model)
+    nnx.update(model, jax.tree.map(
+        lambda x: jax.device_put(x, param_sharding(x.shape, mesh)), state))
+    return model
+
+
+def init_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                     process_id: int | None = None) -> None:
+    """Multi-host start-up: ``jax.distributed.initialize`` (arguments auto-detected on TPU, SLURM
+    and Open MPI). Call it once per process before any other JAX call; then ``make_mesh`` sees
+    every process's devices."""
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)

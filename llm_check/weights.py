@@ -1,0 +1,243 @@
+"""HF Qwen3 checkpoints in and out: ``config.json`` + safetensors (single file or sharded).
+
+- ``hf_table(config)`` is the one literal mapping: HF tensor name -> path of the NNX variable ->
+  whether HF stores it transposed ((out, in) vs our (in, out)). Every tensor's shape is asserted
+  against the shape the config implies (from ``nnx.eval_shape``: nothing is allocated for that).
+- ``load_pretrained(path)`` reads ``model.safetensors`` or the shards listed in
+  ``model.safetensors.index.json``. A missing tensor, an unexpected one, a wrong shape, a file
+  shorter than its header says (truncated download) or a bad config raises ``InputError`` naming the
+  file and the tensor. Every tensor is read and checked on the host BEFORE anything is placed on a
+  device, so nothing half-loaded is ever returned. Tied models may store ``lm_head.weight``; it is
+  accepted only if it equals the embedding.
+- ``save_pretrained`` writes ``config.json`` + ``model.safetensors`` that ``transformers`` loads,
+  into a temporary folder that is renamed into place (atomic). float32 weights round-trip
+  bit-exactly; bf16 checkpoints load exactly into float32 master weights.
+- No pickle anywhere: the safetensors format is read and written here directly (8-byte header
+  length, JSON header, raw little-endian data) with NumPy; bfloat16 comes from ``ml_dtypes``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from flax import nnx
+
+from llm_check.config import Qwen3Config
+from llm_check.model import Qwen3
+from theory.errors import InputError
+
+# safetensors dtype names <-> NumPy dtypes
+_DTYPES = {"F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
+           "BF16": np.dtype(ml_dtypes.bfloat16), "F64": np.dtype(np.float64)}
+_NAMES = {v: k for k, v in _DTYPES.items()}
+
+
+def hf_table(config: Qwen3Config) -> list[tuple[str, tuple, bool]]:
+    """``[(hf_name, nnx_path, transposed)]`` for every tensor of ``config``'s model."""
+    table = [("model.embed_tokens.weight", ("embed_tokens",), False),
+             ("model.norm.weight", ("norm", "weight"), False)]
+    for i in range(config.num_hidden_layers):
+        p = f"model.layers.{i}."
+        table += [
+            (p + "input_layernorm.weight", ("layers", i, "input_layernorm", "weight"), False),
+            (p + "self_attn.q_proj.weight", ("layers", i, "self_attn", "q_proj", "kernel"), True),
+            (p + "self_attn.k_proj.weight", ("layers", i, "self_attn", "k_proj", "kernel"), True),
+            (p + "self_attn.v_proj.weight", ("layers", i, "self_attn", "v_proj", "kernel"), True),
+            (p + "self_attn.o_proj.weight", ("layers", i, "self_attn", "o_proj", "kernel"), True),
+            (p + "self_attn.q_norm.weight", ("layers", i, "self_attn", "q_norm", "weight"), False),
+            (p + "self_attn.k_norm.weight", ("layers", i, "self_attn", "k_norm", "weight"), False),
+            (p + "post_attention_layernorm.weight",
+             ("layers", i, "post_attention_layernorm", "weight"), False),
+            (p + "mlp.gate_proj.weight", ("layers", i, "mlp", "gate_proj", "kernel"), True),
+            (p + "mlp.up_proj.weight", ("layers", i, "mlp", "up_proj", "kernel"), True),
+            (p + "mlp.down_proj.weight", ("layers", i, "mlp", "down_proj", "kernel"), True),
+        ]
+    if not config.tie_word_embeddings:
+        table.append(("lm_head.weight", ("lm_head", "kernel"), True))
+    return table
+
+
+# -- safetensors, read and written with NumPy ----------------------------------------------------
+
+def read_safetensors_header(path: Path) -> tuple[dict, int]:
+    """(``{name: {dtype, shape, data_offsets}}``, byte offset of the data) with every range
+    checked against the file size."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise InputError(f"{path}: truncated safetensors file (no header)")
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            raise InputError(f"{path}: truncated safetensors file (header of {n} bytes, file of "
+                             f"{size})")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"{path}: corrupt safetensors header") from None
+    header.pop("__metadata__", None)
+    data_start = 8 + n
+    for name, info in header.items():
+        dt = _DTYPES.get(info.get("dtype"))
+        if dt is None:
+            raise InputError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
+        begin, end = info["data_offsets"]
+        if end - begin != dt.itemsize * int(np.prod(info["shape"], dtype=np.int64)):
+            raise InputError(f"{path}: tensor {name!r}: byte range does not match its shape")
+        if data_start + end > size:
+            raise InputError(f"{path}: truncated safetensors file: tensor {name!r} ends at byte "
+                             f"{data_start + end}, the file has {size}")
+    return header, data_start
+
+
+def read_tensor(path: Path, header: dict, data_start: int, name: str) -> np.ndarray:
+    info = header[name]
+    begin, end = info["data_offsets"]
+    raw = np.memmap(path, dtype=np.uint8, mode="r", offset=data_start + begin, shape=(end - begin,)) \
+        if end > begin else np.zeros((0,), np.uint8)
+    return np.asarray(raw).view(_DTYPES[info["dtype"]]).reshape(info["shape"])
+
+
+def write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    header, offset, blobs = {}, 0, []
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        if a.dtype not in _NAMES:
+            raise InputError(f"save: tensor {name!r} has dtype {a.dtype}, not a float type")
+        blob = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _NAMES[a.dtype], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    header["__metadata__"] = {"format": "pt"}
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)  # data aligned to 8 bytes, as the reference writer does
+    with open(path, "wb") as f:
+        f.write(len(h).to_bytes(8, "little"))
+        f.write(h)
+        for blob in blobs:
+            f.write(blob)
+
+
+# -- load ----------------------------------------------------------------------------------------
+
+def load_config(path) -> Qwen3Config:
+    cfg_path = Path(path) / "config.json"
+    if not cfg_path.is_file():
+        raise InputError(f"{path}: no config.json")
+    try:
+        d = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{cfg_path}: invalid JSON ({e})") from None
+    return Qwen3Config.from_hf(d, source=str(cfg_path))
+
+
+def _tensor_files(folder: Path) -> dict[str, Path]:
+    """``{tensor name: file}`` from the index, or from the single ``model.safetensors``."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise InputError(f"{index}: not a safetensors index (needs a 'weight_map')") from None
+        for name, file in weight_map.items():
+            if not (folder / file).is_file():
+                raise InputError(f"{index}: tensor {name!r} is in {file!r}, which does not exist")
+        return {name: folder / file for name, file in weight_map.items()}
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        raise InputError(f"{folder}: no model.safetensors or model.safetensors.index.json")
+    return {name: single for name in read_safetensors_header(single)[0]}
+
+
+def load_pretrained(path, dtype=jnp.float32, mesh=None, *, param_dtype=jnp.float32,
+                    remat: bool = False) -> tuple[Qwen3, Qwen3Config]:
+    """Read an HF Qwen3 snapshot folder into a ``Qwen3`` computing in ``dtype`` with
+    ``param_dtype`` master weights; with a ``mesh``, each weight goes straight from the host
+    array to its ``NamedSharding`` (``sharding.param_sharding``)."""
+    from llm_check import sharding
+
+    folder = Path(path)
+    config = load_config(folder)
+    files = _tensor_files(folder)
+    headers = {f: read_safetensors_header(f) for f in sorted(set(files.values()))}
+    for name, f in files.items():
+        if name not in headers[f][0]:
+            raise InputError(f"{f}: tensor {name!r} is listed in the index but not in the file")
+
+    abstract = nnx.eval_shape(lambda: Qwen3(config, rngs=nnx.Rngs(0), dtype=dtype,
+                                            param_dtype=param_dtype, remat=remat))
+    graphdef, state = nnx.split(abstract)
+    variables = dict(nnx.to_flat_state(state))
+    table = hf_table(config)
+    expected = {name for name, _, _ in table}
+    extra = sorted(set(files) - expected)
+    if config.tie_word_embeddings and "lm_head.weight" in extra:
+        extra.remove("lm_head.weight")  # checked against the embedding below
+    if extra:
+        raise InputError(f"{files[extra[0]]}: unexpected tensor {extra[0]!r} for this config")
+
+    host = {}
+    for name, var_path, transposed in table:
+        if name not in files:
+            raise InputError(f"{folder}: tensor {name!r} is missing from the checkpoint")
+        f = files[name]
+        want = variables[var_path].shape
+        hf_shape = tuple(reversed(want)) if transposed else tuple(want)
+        got = tuple(headers[f][0][name]["shape"])
+        if got != hf_shape:
+            raise InputError(f"{f}: tensor {name!r} has shape {got}, expected {hf_shape}")
+        a = read_tensor(f, *headers[f], name)
+        host[var_path] = np.ascontiguousarray(a.T if transposed else a).astype(param_dtype)
+    if config.tie_word_embeddings and "lm_head.weight" in files:
+        f = files["lm_head.weight"]
+        head = read_tensor(f, *headers[f], "lm_head.weight")
+        emb = host[("embed_tokens",)]
+        if head.shape != emb.shape or not np.array_equal(head.astype(param_dtype), emb):
+            raise InputError(f"{f}: tensor 'lm_head.weight' differs from the embedding, but the "
+                             "config says tie_word_embeddings=true")
+
+    for var_path, a in host.items():  # every tensor is valid: now place them
+        var = variables[var_path]
+        if mesh is None:
+            var.set_value(jnp.asarray(a))
+        else:
+            var.set_value(sharding.place(a, sharding.param_sharding(a.shape, mesh)))
+    return nnx.merge(graphdef, state), config
+
+
+# -- save ----------------------------------------------------------------------------------------
+
+def save_pretrained(model: Qwen3, config: Qwen3Config, path) -> None:
+    """Write ``config.json`` + ``model.safetensors`` (HF names and layouts) atomically."""
+    variables = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    tensors = {}
+    for name, var_path, transposed in hf_table(config):
+        if var_path not in variables:
+            raise InputError(f"save: the model has no variable {var_path} for tensor {name!r}")
+        a = np.asarray(jax.device_get(variables[var_path].get_value()))
+        tensors[name] = a.T if transposed else a
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        (tmp / "config.json").write_text(json.dumps(config.to_hf(), indent=2) + "\n")
+        write_safetensors(tmp / "model.safetensors", tensors)
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+            os.replace(dest, old / dest.name)
+            os.replace(tmp, dest)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
