@@ -57,9 +57,8 @@ def sample(model, prompt_tokens, prompt_mask, key, *, max_new_tokens: int,
     graphdef, state = nnx.split(model)
     tokens, completion, cmask = _sample(
         graphdef, state, prompt_tokens, prompt_mask, key, jnp.float32(temperature),
-        jnp.float32(top_p), max_new_tokens=int(max_new_tokens), greedy=bool(greedy),
-        use_top_p=bool(top_p < 1), eos_id=int(eos_id),
-        pad_id=int(eos_id if pad_id is None else pad_id))
+        jnp.float32(top_p), jnp.int32(eos_id), jnp.int32(eos_id if pad_id is None else pad_id),
+        max_new_tokens=int(max_new_tokens), greedy=bool(greedy), use_top_p=bool(top_p < 1))
     return SampleOutput(tokens, completion, cmask, cmask.sum(-1))
 
 
@@ -78,9 +77,9 @@ def _pick(logits, key, temperature, top_p, *, greedy: bool, use_top_p: bool):
 
 
 @partial(jax.jit, static_argnums=(0,),
-         static_argnames=("max_new_tokens", "greedy", "use_top_p", "eos_id", "pad_id"))
-def _sample(graphdef, state, prompt_tokens, prompt_mask, key, temperature, top_p, *,
-            max_new_tokens, greedy, use_top_p, eos_id, pad_id):
+         static_argnames=("max_new_tokens", "greedy", "use_top_p"))
+def _sample(graphdef, state, prompt_tokens, prompt_mask, key, temperature, top_p, eos_id, pad_id,
+            *, max_new_tokens, greedy, use_top_p):
     model = nnx.merge(graphdef, state)
     b, p = prompt_tokens.shape
     n = max_new_tokens

@@ -1,0 +1,117 @@
+"""KV-cache sampling: greedy == argmax of the cache-free model, eos stop and mask, padding,
+determinism, top-p and temperature limits, bad settings."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from llm_check.config import preset
+from llm_check.model import Qwen3
+from llm_check.sampling import sample
+from theory.errors import InputError
+
+pytestmark = pytest.mark.usefixtures("f32")
+
+CFG = dataclasses.replace(preset("tiny"), vocab_size=128, hidden_size=32, intermediate_size=64,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+P, N = 7, 6
+PAD = 0
+
+
+@pytest.fixture(scope="module")
+def model():
+    with jax.enable_x64(False):
+        yield Qwen3(CFG, rngs=nnx.Rngs(0), init_std=0.3)
+
+
+def prompts():
+    """Three LEFT-padded prompts of lengths 7, 4 and 1."""
+    ids = np.asarray(jax.random.randint(jax.random.key(5), (3, P), 1, CFG.vocab_size), np.int32)
+    lengths = np.array([7, 4, 1])
+    mask = (np.arange(P)[None] >= P - lengths[:, None]).astype(np.int32)
+    return np.where(mask == 1, ids, PAD), mask, lengths
+
+
+def test_greedy_equals_argmax_of_the_cache_free_forward(model):
+    ids, mask, _ = prompts()
+    out = sample(model, ids, mask, jax.random.key(0), max_new_tokens=N, greedy=True,
+                 eos_id=CFG.vocab_size - 1, pad_id=PAD)
+    assert out.tokens.shape == (3, P + N) and out.completion.shape == (3, N)
+    assert out.tokens.dtype == jnp.int32
+    np.testing.assert_array_equal(out.tokens[:, :P], ids)
+    full_mask = np.concatenate([mask, np.ones((3, N), np.int32)], axis=1)
+    logits = nnx.jit(lambda m, t, k: m(t, attention_mask=k))(model, out.tokens, full_mask)
+    keep = np.asarray(out.completion_mask).astype(bool)  # row 2 hits the eos at step 3
+    assert keep.sum() > 2 * N
+    np.testing.assert_array_equal(np.argmax(logits[:, P - 1:-1], -1)[keep],
+                                  np.asarray(out.completion)[keep])
+
+
+def test_a_prompt_samples_the_same_alone_as_in_a_padded_batch(model):
+    ids, mask, lengths = prompts()
+    key = jax.random.key(3)
+    batch = sample(model, ids, mask, key, max_new_tokens=N, greedy=True, eos_id=CFG.vocab_size - 1)
+    b = 1  # the length-4 prompt, with its 3 pads put back as a 4-token batch of one
+    alone = sample(model, ids[b:b + 1, P - lengths[b]:], mask[b:b + 1, P - lengths[b]:], key,
+                   max_new_tokens=N, greedy=True, eos_id=CFG.vocab_size - 1)
+    np.testing.assert_array_equal(alone.completion[0], batch.completion[b])
+
+
+def test_each_sequence_stops_at_its_first_eos(model):
+    ids, mask, _ = prompts()
+    free = sample(model, ids, mask, jax.random.key(0), max_new_tokens=N, greedy=True,
+                  eos_id=-1, pad_id=PAD)  # -1: never emitted, so no sequence stops
+    comp = np.asarray(free.completion)
+    # make the token that sequence 0 emits at step 2 the eos; other rows stop where it first occurs
+    eos = int(comp[0, 2])
+    out = sample(model, ids, mask, jax.random.key(0), max_new_tokens=N, greedy=True, eos_id=eos,
+                 pad_id=PAD)
+    for b in range(3):
+        hits = np.flatnonzero(comp[b] == eos)
+        stop = hits[0] + 1 if hits.size else N
+        np.testing.assert_array_equal(out.completion[b, :stop], comp[b, :stop])
+        np.testing.assert_array_equal(out.completion[b, stop:], PAD)
+        np.testing.assert_array_equal(out.completion_mask[b], np.arange(N) < stop)
+        assert int(out.lengths[b]) == stop
+    assert int(out.lengths[0]) <= 3 < N  # row 0 stopped early
+
+
+def test_sampling_is_deterministic_per_key_and_varies_across_keys(model):
+    ids, mask, _ = prompts()
+    kw = dict(max_new_tokens=N, temperature=1.5, eos_id=CFG.vocab_size - 1)
+    a = sample(model, ids, mask, jax.random.key(1), **kw)
+    b = sample(model, ids, mask, jax.random.key(1), **kw)
+    c = sample(model, ids, mask, jax.random.key(2), **kw)
+    np.testing.assert_array_equal(a.completion, b.completion)
+    assert not np.array_equal(a.completion, c.completion)
+
+
+def test_tiny_top_p_or_temperature_reduce_to_greedy(model):
+    ids, mask, _ = prompts()
+    kw = dict(max_new_tokens=N, eos_id=CFG.vocab_size - 1)
+    greedy = sample(model, ids, mask, jax.random.key(0), greedy=True, **kw).completion
+    top = sample(model, ids, mask, jax.random.key(9), top_p=1e-6, temperature=2.0, **kw).completion
+    cold = sample(model, ids, mask, jax.random.key(9), temperature=1e-4, **kw).completion
+    np.testing.assert_array_equal(top, greedy)
+    np.testing.assert_array_equal(cold, greedy)
+    wide = sample(model, ids, mask, jax.random.key(9), top_p=0.999, temperature=2.0, **kw)
+    assert not np.array_equal(wide.completion, greedy)
+
+
+def test_bad_settings_raise_input_error(model):
+    ids, mask, _ = prompts()
+    kw = dict(max_new_tokens=N, eos_id=1)
+    with pytest.raises(InputError, match="LEFT-padded"):
+        sample(model, ids, mask[:, ::-1], jax.random.key(0), **kw)
+    with pytest.raises(InputError, match="temperature"):
+        sample(model, ids, mask, jax.random.key(0), temperature=0.0, **kw)
+    with pytest.raises(InputError, match="top_p"):
+        sample(model, ids, mask, jax.random.key(0), top_p=1.5, **kw)
+    with pytest.raises(InputError, match="max_new_tokens"):
+        sample(model, ids, mask, jax.random.key(0), max_new_tokens=0, eos_id=1)
