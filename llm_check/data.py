@@ -10,9 +10,11 @@ The built-in task (THEORY.md §7, "a controlled experiment uses a stochastic exp
 - the reward is 1 for the correct answer and 0 otherwise, so it is non-constant on the expert's
   support and the predicted SFT-loss increase C1(beta) is strictly positive for every eps in (0, 1).
 
-Simplifications: a "prompt-format base" for a randomly initialized model is a short SFT on the
-train prompts paired with the completion of a random other example (``format_examples``): it
-teaches the answer format, not the mapping, so RL from the base has a non-zero reward.
+Simplifications: the "base" of a randomly initialized model is a short SFT on the train prompts
+(``format_examples``), each paired with its gold answer with probability ``p_correct`` and with the
+completion of a random other row otherwise: it teaches the answer format and a weak version of the
+mapping (a stand-in for what a pretrained model already knows), so RL from the base has a clearly
+non-zero reward.
 
 Every array here is NumPy; the training code turns them into jax arrays. All randomness comes from
 an explicit ``numpy.random.Generator`` seeded by the caller, or from ``jax.random`` keys.
@@ -89,12 +91,17 @@ def builtin_task(*, seed: int, eps: float, n_train: int = 512, n_heldout: int = 
     return TaskData(name="builtin", train=train, heldout=heldout, answer_pattern=r"\d+", eps=eps)
 
 
-def format_examples(examples: tuple[Example, ...], *, seed: int) -> tuple[Example, ...]:
-    """Each prompt paired with the completion of a random other row: the answer format, not the map."""
+def format_examples(examples: tuple[Example, ...], *, seed: int,
+                    p_correct: float = 0.0) -> tuple[Example, ...]:
+    """Base pre-training rows: each prompt keeps its gold answer with probability ``p_correct``,
+    otherwise it gets the completion of a random other row (the answer format, not the map)."""
+    if not 0.0 <= p_correct <= 1.0:
+        raise InputError(f"setting base_p_correct={p_correct}: must lie in [0, 1]")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(examples))
-    return tuple(dataclasses.replace(ex, completion=examples[j].completion)
-                 for ex, j in zip(examples, perm))
+    keep = rng.random(len(examples)) < p_correct
+    return tuple(dataclasses.replace(ex, completion=ex.answer if k else examples[j].completion)
+                 for ex, j, k in zip(examples, perm, keep))
 
 
 # --------------------------------------------------------------------------- CoLA

@@ -32,7 +32,12 @@ from dataclasses import asdict, dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
 
+from llm_check.logprobs import token_logprobs, token_logprobs_and_entropy
+from llm_check.sampling import SampleOutput, sample
 from theory.errors import InputError
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -168,3 +173,78 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, cfg: GRPOConfig):
         "clip_ratio/region_mean": ((low + high) * m).sum() / n_tok,
     }
     return loss, metrics
+
+
+# --------------------------------------------------------------------------- rollouts and the step
+
+def decode_completions(tok, completion, completion_mask) -> list[str]:
+    """Decoded completion texts, without the closing end-of-turn token."""
+    completion = np.asarray(completion)
+    lengths = np.asarray(completion_mask).sum(-1)
+    texts = []
+    for ids, n in zip(completion, lengths):
+        ids = list(ids[:n])
+        if ids and ids[-1] == tok.eos_id:
+            ids = ids[:-1]
+        texts.append(tok.decode(ids, skip_special_tokens=False))
+    return texts
+
+
+def rollout(model, tok, prompt_tokens, prompt_mask, key, cfg: GRPOConfig, *, group_size=None,
+            greedy: bool = False) -> SampleOutput:
+    """``group_size`` completions for each left-padded prompt (rows repeated G times, grouped)."""
+    g = cfg.group_size if group_size is None else group_size
+    return sample(model, np.repeat(prompt_tokens, g, axis=0), np.repeat(prompt_mask, g, axis=0),
+                  key, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                  top_p=cfg.top_p, greedy=greedy, eos_id=tok.eos_id, pad_id=tok.pad_id)
+
+
+def sequence_inputs(out: SampleOutput, prompt_mask):
+    """(tokens, attention mask, completion mask) of prompt + completion, for the log-prob pass."""
+    attn = jnp.concatenate([jnp.asarray(prompt_mask, jnp.int32),
+                            jnp.asarray(out.completion_mask, jnp.int32)], axis=1)
+    return out.tokens, attn, out.completion_mask
+
+
+def make_completion_logprobs(graphdef, rest, *, chunk_size: int = 64):
+    """Jitted (params, tokens, attn, cmask) -> (log-probs, entropies) of the completion, [N, M]."""
+
+    @jax.jit
+    def fn(params, tokens, attn, cmask):
+        model = nnx.merge(graphdef, params, rest)
+        lp, ent = token_logprobs_and_entropy(model, tokens, attn, chunk_size=chunk_size)
+        start = tokens.shape[1] - cmask.shape[1] - 1
+        return lp[:, start:], ent[:, start:]
+
+    return fn
+
+
+def make_grpo_step(graphdef, rest, optimizer, cfg: GRPOConfig, *, chunk_size: int = 64):
+    """Jitted inner update: (params, opt_state, tokens, attn, cmask, old_logp, ref_logp, adv) ->
+    (params, opt_state, metrics, grads); ``grads`` is the (unclipped) gradient of the GRPO loss."""
+
+    def loss_fn(params, tokens, attn, cmask, old_logp, ref_logp, adv):
+        model = nnx.merge(graphdef, params, rest)
+        lp = token_logprobs(model, tokens, attn, chunk_size=chunk_size)
+        lp = lp[:, tokens.shape[1] - cmask.shape[1] - 1:]
+        return grpo_loss(lp, old_logp, ref_logp, adv, cmask, cfg)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    @jax.jit
+    def step(params, opt_state, tokens, attn, cmask, old_logp, ref_logp, adv):
+        (_, metrics), grads = grad_fn(params, tokens, attn, cmask, old_logp, ref_logp, adv)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        return params, opt_state, metrics, grads
+
+    return step
+
+
+def reward_stats(rewards: np.ndarray, group_size: int) -> dict:
+    """TRL's reward metrics over [P*G] rewards: mean, mean group std, share of zero-std groups."""
+    r = np.asarray(rewards, np.float64).reshape(-1, group_size)
+    std = r.std(axis=1, ddof=1) if group_size > 1 else np.zeros(r.shape[0])
+    return {"reward": float(r.mean()), "reward_std": float(std.mean()),
+            "frac_reward_zero_std": float(np.mean(std == 0))}

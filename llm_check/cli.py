@@ -1,0 +1,233 @@
+"""``coupling llm ...``: run the confirmation pipeline, evaluate a checkpoint, sweep the step size.
+
+    coupling llm run   [--model tiny|PATH] [--order sft-rl|rl-sft|both] [--task builtin|cola:DIR|
+                       jsonl:FILE] [--out DIR] [--seeds N|LIST] [--mesh SPEC] [--resume] ...
+    coupling llm eval  --model PATH [--task ...]       held-out SFT loss and rewards of a checkpoint
+    coupling llm sweep-lr [--lrs LIST] ...             local second-order prediction vs step size
+
+Every setting is validated before any work starts (``theory.errors.InputError`` names it; the
+``coupling`` dispatcher prints one line and exits 2). A non-finite loss stops a run with one line on
+stderr and exit code 3, keeping the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from theory.errors import InputError
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    """``3`` -> (0, 1, 2); ``0,5,7`` -> (0, 5, 7)."""
+    try:
+        if "," in text:
+            return tuple(int(x) for x in text.split(",") if x.strip())
+        n = int(text)
+    except ValueError:
+        raise InputError(f"setting --seeds {text!r}: give a count (3) or a list (0,5,7)") from None
+    if n < 1:
+        raise InputError(f"setting --seeds {text!r}: the count must be >= 1")
+    return tuple(range(n))
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InputError(f"setting --lrs {text!r}: expected comma-separated numbers") from None
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    d = _defaults()
+    p.add_argument("--model", default="tiny", help="'tiny' (built-in, random init) or a folder "
+                   "holding an HF Qwen3 snapshot or a run's checkpoint")
+    p.add_argument("--task", default="builtin", help="builtin | cola:DIR | jsonl:FILE")
+    p.add_argument("--eps", type=float, default=d.eps, help="built-in task: expert error rate")
+    p.add_argument("--max-operand", type=int, default=d.max_operand)
+    p.add_argument("--n-train", type=int, default=d.n_train)
+    p.add_argument("--n-heldout", type=int, default=d.n_heldout)
+    p.add_argument("--eval-rows", type=int, default=d.eval_rows, help="0 = all held-out rows")
+    p.add_argument("--eval-samples", type=int, default=d.eval_samples)
+    p.add_argument("--max-new-tokens", type=int, default=d.grpo.max_new_tokens)
+    p.add_argument("--temperature", type=float, default=d.grpo.temperature)
+    p.add_argument("--chunk-size", type=int, default=d.chunk_size)
+
+
+def _defaults():
+    from llm_check.pipeline import RunConfig
+
+    return RunConfig()
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="coupling llm", description="Qwen3 SFT/GRPO confirmation runs")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = _defaults()
+
+    run = sub.add_parser("run", help="base -> SFT -> RL and base -> RL -> SFT, with a report")
+    _add_common(run)
+    run.add_argument("--order", default=d.order, help="sft-rl | rl-sft | both")
+    run.add_argument("--out", default=None, help="output folder (default: llm_runs/<time>)")
+    run.add_argument("--seeds", default=str(len(d.seeds)), help="a count (3) or a list (0,5,7)")
+    run.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,fsdp=4")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run.add_argument("--base-steps", type=int, default=None,
+                     help=f"format pre-training steps (default {d.base_steps} for tiny, 0 for PATH)")
+    run.add_argument("--base-p-correct", type=float, default=d.base_p_correct)
+    run.add_argument("--base-lr", type=float, default=d.base_optim.lr)
+    run.add_argument("--init-std", type=float, default=d.init_std)
+    run.add_argument("--sft-steps", type=int, default=d.sft_steps)
+    run.add_argument("--sft-batch", type=int, default=d.sft_batch)
+    run.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    run.add_argument("--sft-lr", type=float, default=d.sft_optim.lr)
+    run.add_argument("--sft-schedule", default=d.sft_optim.schedule, help="constant | cosine")
+    run.add_argument("--warmup-steps", type=int, default=d.sft_optim.warmup_steps)
+    run.add_argument("--weight-decay", type=float, default=d.sft_optim.weight_decay)
+    run.add_argument("--clip-norm", type=float, default=d.sft_optim.clip_norm)
+    run.add_argument("--rl-steps", type=int, default=d.rl_steps)
+    run.add_argument("--rl-lr", type=float, default=d.rl_optim.lr)
+    run.add_argument("--beta", type=float, default=d.grpo.beta, help="KL weight")
+    run.add_argument("--group-size", type=int, default=d.grpo.group_size)
+    run.add_argument("--prompts-per-step", type=int, default=d.grpo.prompts_per_step)
+    run.add_argument("--kl-estimator", default=d.grpo.kl_estimator, help="k1 | k2 | k3")
+    run.add_argument("--baseline", default=d.grpo.baseline, help="mean | loo")
+    run.add_argument("--std-normalize", action=argparse.BooleanOptionalAction,
+                     default=d.grpo.std_normalize)
+    run.add_argument("--std-ddof", type=int, default=d.grpo.std_ddof)
+    run.add_argument("--std-eps", type=float, default=d.grpo.std_eps)
+    run.add_argument("--aggregation", default=d.grpo.aggregation,
+                     help="seq_mean_token_mean | token_mean | fixed_length")
+    run.add_argument("--clip-eps", type=float, default=d.grpo.clip_eps_low)
+    run.add_argument("--clip-eps-high", type=float, default=None, help="default: --clip-eps")
+    run.add_argument("--inner-iters", type=int, default=d.grpo.inner_iters)
+    run.add_argument("--top-p", type=float, default=d.grpo.top_p)
+    run.add_argument("--eval-every", type=int, default=d.eval_every)
+    run.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
+    run.add_argument("--no-local-theory", action="store_true",
+                     help="skip the per-step second-order prediction (an HVP per RL step)")
+
+    ev = sub.add_parser("eval", help="held-out SFT loss and rewards of a checkpoint")
+    _add_common(ev)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--json", action="store_true")
+
+    sw = sub.add_parser("sweep-lr", help="measured vs predicted CE change of one RL step, "
+                        "over learning rates")
+    sw.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3,1e-2")
+    sw.add_argument("--seed", type=int, default=0)
+    sw.add_argument("--sgd", action="store_true",
+                    help="plain SGD steps (delta = -lr * grad) instead of Adam")
+    sw.add_argument("--json", action="store_true")
+    return ap
+
+
+def config_from_args(a) -> "RunConfig":  # noqa: F821
+    """The RunConfig of ``coupling llm run``'s arguments, validated."""
+    from llm_check.grpo import GRPOConfig
+    from llm_check.pipeline import RunConfig
+    from llm_check.sft import OptimConfig
+
+    d = RunConfig()
+    base_steps = a.base_steps if a.base_steps is not None else (d.base_steps
+                                                                if a.model == "tiny" else 0)
+    grpo = GRPOConfig(
+        group_size=a.group_size, prompts_per_step=a.prompts_per_step, beta=a.beta,
+        kl_estimator=a.kl_estimator, clip_eps_low=a.clip_eps,
+        clip_eps_high=a.clip_eps if a.clip_eps_high is None else a.clip_eps_high,
+        inner_iters=a.inner_iters, baseline=a.baseline, std_normalize=a.std_normalize,
+        std_ddof=a.std_ddof, std_eps=a.std_eps, aggregation=a.aggregation,
+        max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p)
+    opt = dict(warmup_steps=a.warmup_steps, weight_decay=a.weight_decay, clip_norm=a.clip_norm)
+    cfg = RunConfig(
+        model=a.model, task=a.task, order=a.order, seeds=_seeds(a.seeds), eps=a.eps,
+        max_operand=a.max_operand, n_train=a.n_train, n_heldout=a.n_heldout,
+        eval_rows=a.eval_rows, eval_samples=a.eval_samples, base_steps=base_steps,
+        base_p_correct=a.base_p_correct, init_std=a.init_std,
+        base_optim=OptimConfig(lr=a.base_lr, total_steps=max(base_steps, 1), **opt),
+        sft_steps=a.sft_steps, sft_batch=a.sft_batch, grad_accum=a.grad_accum,
+        sft_optim=OptimConfig(lr=a.sft_lr, schedule=a.sft_schedule, total_steps=a.sft_steps, **opt),
+        rl_steps=a.rl_steps, rl_optim=OptimConfig(lr=a.rl_lr, total_steps=a.rl_steps, **opt),
+        grpo=grpo, eval_every=a.eval_every, ckpt_every=a.ckpt_every, chunk_size=a.chunk_size,
+        local_theory=not a.no_local_theory, mesh=a.mesh)
+    return cfg.validate()
+
+
+def _cmd_run(a) -> int:
+    from llm_check import pipeline
+
+    cfg = config_from_args(a)
+    if a.resume and a.out is None:
+        raise InputError("--resume needs --out (the folder of the run to continue)")
+    out = a.out or time.strftime("llm_runs/%Y%m%d-%H%M%S")
+    try:
+        summary = pipeline.run(cfg, out, resume=a.resume)
+    except pipeline.NonFiniteLoss as e:
+        print(f"coupling llm run: stopped: {e}", file=sys.stderr)
+        return 3
+    for run in ("sft_then_rl", "rl_then_sft"):
+        if run in summary:
+            s = summary[run]
+            if run == "sft_then_rl":
+                print(f"{run}: CE on held-out expert responses {s['ce_heldout_before_rl']:.4f} -> "
+                      f"{s['ce_heldout_after_rl']:.4f} over RL (holds in all seeds: "
+                      f"{s['holds_in_all_seeds']})")
+            else:
+                print(f"{run}: strict reward {s['reward_before_sft']:.4f} -> "
+                      f"{s['reward_after_sft']:.4f} over SFT (holds in all seeds: "
+                      f"{s['holds_in_all_seeds']})")
+    th = summary.get("theory")
+    if th:
+        print(f"theory (eps={th['eps']}, beta={th['beta']}): C1 = "
+              f"{th['c1_ce_rise_at_rl_optimum']:.4f} nats; reward at the SFT optimum "
+              f"{th['reward_at_sft_optimum']:.4f}")
+    print(f"wrote {out}/report.md, summary.json, metrics.jsonl, config.json and plots "
+          f"({summary.get('wall_s', 0):.0f} s)")
+    return 0
+
+
+def _cmd_eval(a) -> int:
+    from llm_check import pipeline
+
+    result = pipeline.evaluate_checkpoint(
+        a.model, task=a.task, seed=a.seed, eps=a.eps, max_operand=a.max_operand,
+        n_train=a.n_train, n_heldout=a.n_heldout, eval_rows=a.eval_rows,
+        eval_samples=a.eval_samples, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
+        chunk_size=a.chunk_size)
+    if a.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for k, v in result.items():
+            print(f"{k:24s} {v:.4f}" if isinstance(v, float) else f"{k:24s} {v}")
+    return 0
+
+
+def _cmd_sweep(a) -> int:
+    from llm_check import pipeline
+
+    rows = pipeline.lr_sweep(_floats(a.lrs), seed=a.seed, sgd=a.sgd)
+    if a.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'lr':>9} {'|delta|':>10} {'dCE measured':>13} {'linear':>11} {'2nd order':>11} "
+          f"{'rel.err lin':>11} {'rel.err 2nd':>11}")
+    for r in rows:
+        print(f"{r['lr']:9.1e} {r['delta_norm']:10.3e} {r['dce_measured']:13.4e} "
+              f"{r['dce_linear']:11.4e} {r['dce_pred']:11.4e} {r['rel_err_linear']:11.2e} "
+              f"{r['rel_err_pred']:11.2e}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    if a.cmd == "run":
+        return _cmd_run(a)
+    if a.cmd == "eval":
+        return _cmd_eval(a)
+    return _cmd_sweep(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
