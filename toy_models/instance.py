@@ -24,6 +24,7 @@ import numpy as np
 from theory.errors import InputError
 
 PROB_TOL = 1e-9  # |Σ p − 1| allowed in an instance file
+KEYS = ("prompt_weights", "expert", "reward", "beta", "reference", "sft_policy", "sft_steps")
 
 
 @jax.tree_util.register_dataclass
@@ -84,6 +85,10 @@ def validate(raw: dict, where: str) -> tuple[Instance, tuple[float, ...]]:
     for key in ("prompt_weights", "expert", "reward", "beta"):
         if key not in raw:
             raise InputError(f"{where}: missing key `{key}`")
+    unknown = sorted(k for k in raw if k not in KEYS and not k.startswith("_"))
+    if unknown:
+        raise InputError(f"{where}: unknown key `{unknown[0]}` (expected {', '.join(KEYS)}; "
+                         "keys starting with _ are comments)")
     try:
         q = np.asarray(raw["prompt_weights"], dtype=np.float64)
     except (TypeError, ValueError):
@@ -148,44 +153,49 @@ def load_instance(path: str | Path) -> tuple[Instance, tuple[float, ...]]:
 
 
 # ----------------------------------------------------------------------------- random instances
+# Instances are drawn with a seeded numpy Generator: drawing them is input preparation, not part of
+# any jitted computation, and costs no compilation (the checks and the search run on fresh batches).
 
 
-def random_instance(key: jax.Array, num_x: int, num_y: int, logit_scale: float = 2.0) -> Instance:
-    """A generic instance: softmax of bounded Gaussian logits, rewards in [-1, 1], β ∈ [0.2, 5]."""
-    k = jax.random.split(key, 6)
+def random_batch(rng: np.random.Generator, batch: int, num_x: int, num_y: int,
+                 logit_scale: float = 2.0) -> Instance:
+    """``batch`` generic instances stacked on a leading axis: probability vectors are softmaxes of
+    Gaussian logits (scale ``logit_scale``), rewards uniform in [-1, 1], β log-uniform in [0.2, 5]."""
 
-    def simplex(kk, shape):
-        return jax.nn.softmax(logit_scale * jax.random.normal(kk, shape), axis=-1)
+    def simplex(*shape):
+        z = logit_scale * rng.standard_normal((batch, *shape))
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
 
-    return Instance(
-        q=simplex(k[0], (num_x,)),
-        expert=simplex(k[1], (num_x, num_y)),
-        reward=jax.random.uniform(k[2], (num_x, num_y), minval=-1.0, maxval=1.0),
-        reference=simplex(k[3], (num_x, num_y)),
-        sft_policy=simplex(k[4], (num_x, num_y)),
-        beta=jnp.exp(jax.random.uniform(k[5], (), minval=jnp.log(0.2), maxval=jnp.log(5.0))),
-    )
-
-
-def random_batch(key: jax.Array, batch: int, num_x: int, num_y: int) -> Instance:
-    """``batch`` independent random instances, stacked (one ``Instance`` with a leading axis)."""
-    return jax.vmap(lambda k: random_instance(k, num_x, num_y))(jax.random.split(key, batch))
+    return make_instance(q=simplex(num_x), expert=simplex(num_x, num_y),
+                         reward=rng.uniform(-1.0, 1.0, (batch, num_x, num_y)),
+                         beta=np.exp(rng.uniform(np.log(0.2), np.log(5.0), batch)),
+                         reference=simplex(num_x, num_y), sft_policy=simplex(num_x, num_y))
 
 
-def edge_cases(key: jax.Array, num_x: int, num_y: int) -> dict[str, Instance]:
-    """The edge cases every numeric check runs on, each a batch of one instance with X×Y shape.
+def edge_cases(rng: np.random.Generator, num_x: int, num_y: int) -> dict[str, Instance]:
+    """The edge cases every numeric check runs on, each a batch of one X×Y instance:
 
     - ``deterministic_expert``: p_D a point mass on each prompt (reference = expert too);
     - ``constant_reward``: r ≡ const on every prompt;
     - ``beta_large`` (β = 1e3) and ``beta_small`` (β = 1e-2).
-    A two-response batch is ``random_batch(key, B, X, 2)``.
+    A two-response batch is ``random_batch(rng, B, X, 2)``.
     """
-    base = random_instance(key, num_x, num_y)
-    onehot = jax.nn.one_hot(jnp.arange(num_x) % num_y, num_y, dtype=jnp.float64)
-    cases = {
-        "deterministic_expert": dataclasses.replace(base, expert=onehot, reference=onehot),
+    base = random_batch(rng, 1, num_x, num_y)
+    onehot = np.eye(num_y)[np.arange(num_x) % num_y][None]
+    return {
+        "deterministic_expert": dataclasses.replace(base, expert=jnp.asarray(onehot), reference=jnp.asarray(onehot)),
         "constant_reward": dataclasses.replace(base, reward=jnp.full_like(base.reward, 0.3)),
-        "beta_large": dataclasses.replace(base, beta=jnp.asarray(1e3)),
-        "beta_small": dataclasses.replace(base, beta=jnp.asarray(1e-2)),
+        "beta_large": dataclasses.replace(base, beta=jnp.full((1,), 1e3)),
+        "beta_small": dataclasses.replace(base, beta=jnp.full((1,), 1e-2)),
     }
-    return {name: jax.tree.map(lambda a: a[None], inst) for name, inst in cases.items()}
+
+
+def stack(*batches: Instance) -> Instance:
+    """Concatenate batches of instances along the leading axis."""
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *batches)
+
+
+def take(batch: Instance, index) -> Instance:
+    """One instance (integer ``index``) or a sub-batch (array ``index``) of a batch."""
+    return jax.tree.map(lambda a: a[index], batch)

@@ -58,15 +58,6 @@ class Quadratic:
         return -self.reward(self.theta0)
 
 
-def random_quadratic(key: jax.Array, dim: int) -> Quadratic:
-    """A, B = MMᵀ/dim + small ridge (A strictly positive), a and θ₀ standard normal."""
-    k = jax.random.split(key, 4)
-    m = jax.random.normal(k[0], (dim, dim))
-    n = jax.random.normal(k[1], (dim, dim))
-    return Quadratic(a=jax.random.normal(k[2], (dim,)), A=m @ m.T / dim + 0.05 * jnp.eye(dim),
-                     theta0=jax.random.normal(k[3], (dim,)), B=n @ n.T / dim)
-
-
 def rate_bound(mu, delta0, t):
     """pl.rate: J* − J(θ_T) ≤ e^{−2μT} Δ₀."""
     return jnp.exp(-2 * mu * t) * delta0

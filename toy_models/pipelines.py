@@ -3,7 +3,8 @@
     sft_then_rl:  SFT on p_D from ``init_params``, then RL on J_β with reference = the SFT policy
     rl_then_sft:  RL on J_β with reference ``inst.reference`` from ``init_params``, then SFT on p_D
 
-Both return the final parameters and a dict of per-step numpy arrays (stage 0 then stage 1) with
+Both are pure and jit/vmap-able; they return the final parameters and a dict of per-step arrays
+(stage 0 then stage 1, keys ``stage`` and ``step`` too) with
 the metric names shared with the LLM runs:
 
     sft/ce_heldout   L (exact, over all prompts: the toy has no sampling error)
@@ -26,7 +27,6 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
@@ -98,11 +98,11 @@ def _rl_stage(inst, log_probs_fn, params, log_ref, cfg, key):
                                    optax.sgd(cfg.rl_learning_rate), cfg.rl_steps, metrics)
 
 
-def _join(first: dict, second: dict) -> dict[str, np.ndarray]:
-    out = {k: np.concatenate([np.asarray(first[k]), np.asarray(second[k])]) for k in first}
-    n0, n1 = len(next(iter(first.values()))), len(next(iter(second.values())))
-    out["stage"] = np.concatenate([np.zeros(n0, int), np.ones(n1, int)])
-    out["step"] = np.arange(n0 + n1)
+def _join(first: dict, second: dict) -> dict[str, jax.Array]:
+    out = {k: jnp.concatenate([first[k], second[k]]) for k in first}
+    n0, n1 = first["sft/ce_heldout"].shape[0], second["sft/ce_heldout"].shape[0]
+    out["stage"] = jnp.concatenate([jnp.zeros(n0, jnp.int32), jnp.ones(n1, jnp.int32)])
+    out["step"] = jnp.arange(n0 + n1)
     return out
 
 

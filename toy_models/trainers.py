@@ -52,7 +52,7 @@ def natural_direction(log_probs_fn: Callable, params, grads, q: jax.Array, rcond
     """pinv(G) ∇, returned with the structure of ``params``."""
     flat_g, unravel = ravel_pytree(grads)
     g_mat = fisher_matrix(log_probs_fn, params, q)
-    return unravel(jnp.linalg.pinv(g_mat, rtol=rcond) @ flat_g)
+    return unravel(jnp.linalg.pinv(g_mat, rtol=rcond, hermitian=True) @ flat_g)
 
 
 def natural_ascent(objective_fn: Callable, log_probs_fn: Callable, params, q: jax.Array,
