@@ -1,0 +1,146 @@
+"""Exact facts about the policy-gradient and KL estimators the trainers use (THEORY.md §6).
+
+Claims: ``grpo.baseline``, ``grpo.onpolicy``, ``kl.k3``.
+
+Simplifications:
+- expectations over a group of G i.i.d. samples are computed exactly by enumerating all n^G
+  outcomes (n = 2, 3 responses, G = 2, 3), in logits of a tabular softmax policy, whose score
+  is grad log p(y) = e_y - p;
+- the std-normalised GRPO advantage is shown biased on one exact instance (its expectation is
+  not parallel to grad J), not characterised in general;
+- the clipped objective's gradient at ratio 1 is checked exactly on the unclipped branch and by
+  central finite differences of the full min/clip expression.
+
+Each check takes the claimed statement as a parameter (the true one by default).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+import sympy as sp
+
+from theory import derivation as d
+from theory.objectives import kl
+from theory.softmax import fisher_matrix
+from theory.symbols import eps, prob_vector, real_vector
+
+
+def _group_expectation(p, advantage: Callable) -> sp.Matrix:
+    """E over y_1..y_G ~ p of (1/G) sum_i A_i (e_{y_i} - p), A = advantage(sampled indices)."""
+    n = len(p)
+    total = sp.zeros(n, 1)
+    g_size = advantage.group_size
+    for ys in itertools.product(range(n), repeat=g_size):
+        prob = sp.Mul(*[p[y] for y in ys])
+        adv = advantage(ys)
+        score = sum((a * (sp.Matrix([int(k == y) for k in range(n)]) - sp.Matrix(p))
+                     for a, y in zip(adv, ys)), sp.zeros(n, 1))
+        total += prob * score / g_size
+    return total
+
+
+def _baseline(r, g_size: int, kind: str) -> Callable:
+    def advantage(ys):
+        rs = [r[y] for y in ys]
+        if kind == "mean":            # group mean, the sample itself included
+            mean = sum(rs) / g_size
+            return [ri - mean for ri in rs]
+        return [ri - (sum(rs) - ri) / (g_size - 1) for ri in rs]   # leave-one-out (RLOO)
+    advantage.group_size = g_size
+    return advantage
+
+
+def check_baseline(factor: Callable = lambda g: 1 - sp.Integer(1) / g) -> d.Result:
+    """E[sum_i (r_i - mean r) grad log p(y_i)]/G = factor(G) grad J; RLOO is unbiased; std biases."""
+    steps, simplices = [], []
+    for n, g_size in ((2, 2), (3, 2), (2, 3), (3, 3)):
+        p, r = prob_vector("p", n), real_vector("r", n)
+        simplices.append(p)
+        grad_j = fisher_matrix(p) * sp.Matrix(r)
+        steps.append(d.equal(f"n={n}, G={g_size}: group-mean baseline",
+                             _group_expectation(p, _baseline(r, g_size, "mean")), factor(sp.Integer(g_size)) * grad_j,
+                             "E[r_j s_i] = E r E s = 0 for j != i, so only the 1/G self-term survives"))
+        steps.append(d.equal(f"n={n}, G={g_size}: leave-one-out baseline",
+                             _group_expectation(p, _baseline(r, g_size, "rloo")), grad_j,
+                             "the baseline is independent of y_i"))
+    # Dividing by the group std: one exact instance where the expectation is not parallel to grad J.
+    p = (sp.Rational(1, 2), sp.Rational(1, 3), sp.Rational(1, 6))
+    r = (sp.Integer(1), sp.Rational(1, 2), sp.Integer(0))
+
+    def std_advantage(ys):
+        rs = [r[y] for y in ys]
+        mean = sum(rs) / sp.Integer(2)
+        sd = sp.sqrt(sum((x - mean) ** 2 for x in rs) / sp.Integer(2))
+        return [sp.Integer(0) if sd.is_zero else (x - mean) / sd for x in rs]
+    std_advantage.group_size = 2
+    expected = _group_expectation(p, std_advantage)
+    grad_j = fisher_matrix(p) * sp.Matrix(r)
+    minor = expected[0] * grad_j[1] - expected[1] * grad_j[0]
+    steps.append(d.at_least("std-normalised advantage (G=2) is not parallel to grad J", sp.Abs(minor),
+                            sp.Rational(1, 1000), "a further bias beyond 1 - 1/G: stated, not hidden"))
+    return d.verify("grpo.baseline", steps, simplices=simplices)
+
+
+def check_onpolicy(gradient: Callable = lambda adv, clip: adv) -> d.Result:
+    """At ratio 1 the clipped GRPO gradient is A grad log p (``gradient(A, eps)`` is the claim)."""
+    logp, old, adv = sp.symbols("logp logp_old A", real=True)
+    ratio = sp.exp(logp - old)
+    clipped = sp.Max(sp.Min(ratio, 1 + eps), 1 - eps)
+    objective = sp.Min(ratio * adv, clipped * adv)
+    h = sp.Rational(1, 10 ** 6)
+    finite_diff = (objective.subs(logp, old + h) - objective.subs(logp, old - h)) / (2 * h)
+    steps = [
+        d.equal("ratio = 1 on-policy", ratio.subs(logp, old), 1, "one inner iteration: logp_old = logp"),
+        d.equal("unclipped branch: d(rho A)/d logp at rho = 1", sp.diff(ratio * adv, logp).subs(logp, old),
+                gradient(adv, eps), "d rho / d logp = rho"),
+        d.equal("clipped branch: same value and slope at rho = 1 (1 - eps < 1 < 1 + eps)",
+                sp.diff(ratio * adv, logp).subs(logp, old), gradient(adv, eps),
+                "clip is the identity near rho = 1, so min(.,.) of two equal branches has their slope"),
+        d.at_least("central difference of the full min/clip objective", 1e-6 * (1 + sp.Abs(adv)),
+                   sp.Abs(finite_diff - gradient(adv, eps)), "h = 1e-6 at random A, eps"),
+    ]
+    # Aggregation: sum_i w_i sum_t rho_it A_i has gradient w_i A_i in logp_it at ratio 1, the gradient
+    # of the weighted log-likelihood sum_i w_i A_i sum_t logp_it (w_i: 1/(G |y_i|) or 1/sum|y|, ...).
+    lp = sp.symbols("l1:4", real=True)
+    lo = sp.symbols("o1:4", real=True)
+    ws = sp.symbols("w1:3", positive=True)
+    advs = sp.symbols("A1:3", real=True)
+    token_of = (0, 0, 1)                 # sequence 1 has two tokens, sequence 2 one
+    surrogate = sum(ws[token_of[k]] * advs[token_of[k]] * sp.exp(lp[k] - lo[k]) for k in range(3))
+    likelihood = sum(ws[token_of[k]] * advs[token_of[k]] * lp[k] for k in range(3))
+    steps.append(d.equal("aggregated: grad of the GRPO surrogate = grad of the weighted log-likelihood",
+                         sp.Matrix([sp.diff(surrogate, x) for x in lp]).subs(dict(zip(lp, lo))),
+                         sp.Matrix([sp.diff(likelihood, x) * gradient(1, eps) for x in lp]).subs(dict(zip(lp, lo))),
+                         "no KL term; any aggregation weights w_i"))
+    return d.verify("grpo.onpolicy", steps, ranges={eps: (0.05, 0.5)})
+
+
+def k3_estimator(logp, ref):
+    """kl.k3: e^{ref - logp} - (ref - logp) - 1."""
+    return sp.exp(ref - logp) - (ref - logp) - 1
+
+
+def check_k3(k3: Callable = k3_estimator) -> d.Result:
+    """k3 >= 0 pointwise and E_p[k3] = KL(p || ref); k1 = logp - ref is unbiased but can be < 0."""
+    steps, simplices = [], []
+    for n in (2, 3, 4):
+        p, ref = prob_vector("p", n), prob_vector("pi", n)
+        simplices += [p, ref]
+        steps.append(d.equal(f"n={n}: E_p[k3] = KL(p || ref)",
+                             sum(pi * k3(sp.log(pi), sp.log(ri)) for pi, ri in zip(p, ref)), kl(p, ref),
+                             "E_p[ref/p] = sum ref = 1"))
+        steps.append(d.equal(f"n={n}: E_p[k1] = KL(p || ref)",
+                             sum(pi * (sp.log(pi) - sp.log(ri)) for pi, ri in zip(p, ref)), kl(p, ref),
+                             "the definition of KL"))
+    logp, ref = sp.symbols("logp ref", real=True)
+    x = sp.Symbol("x", real=True)
+    steps += [
+        d.at_least("k3 >= 0 pointwise", k3(logp, ref), 0, "e^x >= 1 + x (convexity)"),
+        d.equal("e^x - x - 1 is stationary at x = 0", sp.diff(sp.exp(x) - x - 1, x).subs(x, 0), 0,
+                "and (e^x)'' = e^x > 0, so x = 0 is its minimum, value 0"),
+        d.at_least("k1 < 0 is possible: p = (3/4, 1/4), ref = (1/2, 1/2), y = 2", 0,
+                   sp.log(sp.Rational(1, 4)) - sp.log(sp.Rational(1, 2)), "k1 = log(1/2) < 0"),
+    ]
+    return d.verify("kl.k3", steps, simplices=simplices, ranges={logp: (-4, 0), ref: (-4, 0)})

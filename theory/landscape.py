@@ -1,0 +1,207 @@
+"""Landscape results: PL rate, displacement, degradation, optimal duration, threshold, spectra.
+
+Claims (THEORY.md §5, all [reconstructed]: the v2 formulas are unknown): ``pl.rate``,
+``pl.displacement``, ``pl.degradation``, ``pl.duration``, ``pl.threshold``,
+``spectral.kantorovich``, ``spectral.topk``.
+
+The algebra of each bound (integrals, optimality of T*, the threshold's rearrangement, the
+2-D Kantorovich extremum, the top-k decomposition) is checked exactly. The bounds themselves
+are inequalities about a whole function class; they are checked numerically on the instances
+where the gradient flow has a closed form: a concave quadratic J with Hessian eigenvalues
+mu <= lambda_2 = ell (2-D, so PL with mu and ell-smooth), started at theta_0 with coordinates
+(c1, c2) relative to its maximizer, and a convex quadratic L minimized at theta_0 with a rotated
+Hessian whose largest eigenvalue is L_s.
+
+Each check takes the claimed statement as a parameter (the true one by default).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import sympy as sp
+
+from theory import derivation as d
+from theory.symbols import (Delta0, Lnorm, Ls, T, cosphi, ell, eta, gap, gnorm, kappa, lam_w, m1, m2, mu,
+                            muL, s, w)
+
+c1, c2 = sp.symbols("c1 c2", real=True)                 # theta_0 - theta_J* in J's eigenbasis
+spread = sp.Symbol("k", nonnegative=True)               # ell - mu
+phi = sp.Symbol("phi", real=True)                       # rotation of L's eigenbasis
+aspect = sp.Symbol("a_L", positive=True)                # lambda_min(L) / L_s, in (0, 1]
+
+
+def _quadratic_flow():
+    """The concave quadratic J, its gradient flow from theta_0 and a convex quadratic L at theta_0."""
+    lam = (mu, mu + spread)
+    x_t = [c1 * sp.exp(-lam[0] * T), c2 * sp.exp(-lam[1] * T)]   # theta_T - theta_J*
+    gap_t = (lam[0] * x_t[0] ** 2 + lam[1] * x_t[1] ** 2) / 2        # J* - J(theta_T)
+    grad_sq = lam[0] ** 2 * x_t[0] ** 2 + lam[1] ** 2 * x_t[1] ** 2  # ||grad J(theta_T)||^2
+    gap_0 = (lam[0] * c1 ** 2 + lam[1] * c2 ** 2) / 2
+    move = sp.Matrix([x_t[0] - c1, x_t[1] - c2])                     # theta_T - theta_0
+    rot = sp.Matrix([[sp.cos(phi), -sp.sin(phi)], [sp.sin(phi), sp.cos(phi)]])
+    hess_l = rot * sp.diag(Ls, Ls * aspect) * rot.T
+    degradation = (move.T * hess_l * move)[0] / 2                   # L(theta_T) - L*
+    return dict(lam=lam, x_t=x_t, gap_t=gap_t, grad_sq=grad_sq, gap_0=gap_0, move=move,
+                degradation=degradation, ell=mu + spread)
+
+
+RANGES = {aspect: (0.05, 1.0), phi: (-3.2, 3.2), T: (0.0, 4.0), spread: (0.0, 3.0)}
+
+
+def check_rate(rate: Callable = lambda m, tt: sp.exp(-2 * m * tt)) -> d.Result:
+    """J* - J(theta_T) <= rate(mu, T) * Delta_0 with rate = e^{-2 mu T}."""
+    f = _quadratic_flow()
+    steps = [
+        d.equal("the flow solves theta' = grad J", sp.Matrix([sp.diff(x, T) for x in f["x_t"]]),
+                sp.Matrix([-lam * x for lam, x in zip(f["lam"], f["x_t"])]), "grad J = -Lambda (theta - theta*)"),
+        d.equal("d/dT (J* - J) = -||grad J||^2", sp.diff(f["gap_t"], T), -f["grad_sq"], "chain rule along the flow"),
+        d.at_least("PL: ||grad J||^2 / 2 >= mu (J* - J)", f["grad_sq"] / 2, mu * f["gap_t"],
+                   "every eigenvalue is >= mu"),
+        d.equal("comparison ODE y' = -2 mu y", sp.diff(Delta0 * sp.exp(-2 * mu * T), T),
+                -2 * mu * Delta0 * sp.exp(-2 * mu * T), "Gronwall: (e^{2 mu t} Delta)' <= 0"),
+        d.at_least("the rate on the quadratic instance", f["gap_0"] * rate(mu, T), f["gap_t"],
+                   "the claim at random instances"),
+    ]
+    return d.verify("pl.rate", steps, ranges=RANGES)
+
+
+def displacement_bound(smooth, delta0, m, tt):
+    """pl.displacement: sqrt(2 ell Delta_0)/mu (1 - e^{-mu T})."""
+    return sp.sqrt(2 * smooth * delta0) / m * (1 - sp.exp(-m * tt))
+
+
+def check_displacement(bound: Callable = displacement_bound) -> d.Result:
+    """||theta_T - theta_0|| <= sqrt(2 ell Delta_0)/mu (1 - e^{-mu T})."""
+    f = _quadratic_flow()
+    steps = [
+        d.at_least("||grad J(theta_t)|| <= sqrt(2 ell Delta_0) e^{-mu t}",
+                   sp.sqrt(2 * f["ell"] * f["gap_0"]) * sp.exp(-mu * T), sp.sqrt(f["grad_sq"]),
+                   "smoothness ||grad J||^2 <= 2 ell (J* - J), then pl.rate"),
+        d.equal("integral of the speed bound", sp.integrate(sp.sqrt(2 * ell * Delta0) * sp.exp(-mu * s), (s, 0, T)),
+                bound(ell, Delta0, mu, T), "||theta_T - theta_0|| <= int_0^T ||grad J|| dt"),
+        d.at_least("the bound on the quadratic instance", bound(f["ell"], f["gap_0"], mu, T),
+                   sp.sqrt((f["move"].T * f["move"])[0]), "the claim at random instances"),
+    ]
+    return d.verify("pl.displacement", steps, ranges=RANGES)
+
+
+def degradation_bound(smooth_l, smooth, delta0, m, tt):
+    """pl.degradation: L_s ell Delta_0 / mu^2 (1 - e^{-mu T})^2."""
+    return smooth_l * smooth * delta0 / m ** 2 * (1 - sp.exp(-m * tt)) ** 2
+
+
+def check_degradation(bound: Callable = degradation_bound) -> d.Result:
+    """L(theta_T) - L* <= (L_s/2) ||theta_T - theta_0||^2 <= L_s ell Delta_0/mu^2 (1 - e^{-mu T})^2."""
+    f = _quadratic_flow()
+    steps = [
+        d.at_least("L_s-smoothness at the minimizer theta_0", Ls / 2 * (f["move"].T * f["move"])[0],
+                   f["degradation"], "grad L(theta_0) = 0"),
+        d.equal("(L_s/2) * displacement bound^2", Ls / 2 * displacement_bound(ell, Delta0, mu, T) ** 2,
+                bound(Ls, ell, Delta0, mu, T), "square pl.displacement"),
+        d.at_least("the bound on the quadratic instance", bound(Ls, f["ell"], f["gap_0"], mu, T),
+                   f["degradation"], "the claim at random instances"),
+    ]
+    return d.verify("pl.degradation", steps, ranges=RANGES)
+
+
+def optimal_duration(m, weight, smooth_l, smooth):
+    """pl.duration: T* = (1/mu) ln(1 + mu^2/(lambda_w L_s ell))."""
+    return sp.log(1 + m ** 2 / (weight * smooth_l * smooth)) / m
+
+
+def check_duration(t_star: Callable = optimal_duration, stated: str = "0.4902") -> d.Result:
+    """T* maximizes Delta_0 (1 - e^{-2 mu T}) - lambda_w L_s ell Delta_0/mu^2 (1 - e^{-mu T})^2."""
+    objective = Delta0 * (1 - sp.exp(-2 * mu * T)) - lam_w * degradation_bound(Ls, ell, Delta0, mu, T)
+    best = t_star(mu, lam_w, Ls, ell)
+    example = {mu: sp.Rational(1, 2), lam_w: sp.Rational(3, 10), Ls: 2, ell: sp.Rational(3, 2)}
+    steps = [
+        d.equal("stationary at T*", sp.diff(objective, T).subs(T, best), 0, "x = e^{-mu T*} = c/(1 + c), c = lambda_w L_s ell/mu^2"),
+        d.at_least("concave at T*", 0, sp.diff(objective, T, 2).subs(T, best), "a maximum, not a minimum"),
+        d.at_least("T* beats every other duration", objective.subs(T, best), objective,
+                   "the objective at random T"),
+        d.approx("example mu=0.5, lambda_w=0.3, L_s=2, ell=1.5", best.subs(example), stated, "THEORY.md §5"),
+    ]
+    return d.verify("pl.duration", steps, ranges={T: (0.0, 6.0)})
+
+
+def pl_threshold(smooth_l, step, grad_j, pl_l, cos):
+    """pl.threshold: L - L* > L_s^2 eta^2 ||grad J||^2 / (8 mu_L cos^2 phi)."""
+    return smooth_l ** 2 * step ** 2 * grad_j ** 2 / (8 * pl_l * cos ** 2)
+
+
+def check_threshold(threshold: Callable = pl_threshold) -> d.Result:
+    """An RL step lowers L if cos phi > L_s eta ||g||/(2 ||grad L||), or L - L* > threshold."""
+    descent_bound = eta * (-cosphi * Lnorm * gnorm) + Ls * eta ** 2 * gnorm ** 2 / 2
+    boundary = (Ls * eta * gnorm / (2 * cosphi)) ** 2 / (2 * muL)
+    # A 2-D quadratic L = (h1 x1^2 + h2 x2^2)/2, h1 = L_s >= h2 = mu_L; a point x and an RL direction g.
+    x1, x2, g1, g2 = sp.symbols("x1 x2 g1 g2", real=True)
+    h1, h2 = Ls, Ls * aspect
+    loss = lambda a, b: (h1 * a ** 2 + h2 * b ** 2) / 2  # noqa: E731
+    grad = (h1 * x1, h2 * x2)
+    gl, gg = sp.sqrt(grad[0] ** 2 + grad[1] ** 2), sp.sqrt(g1 ** 2 + g2 ** 2)
+    cos = -(grad[0] * g1 + grad[1] * g2) / (gl * gg)
+    drop = loss(x1, x2) - loss(x1 + eta * g1, x2 + eta * g2)
+    first = sp.Piecewise((drop, cos > Ls * eta * gg / (2 * gl)), (1, True))
+    second = sp.Piecewise((drop, sp.And(cos > 0, loss(x1, x2) > threshold(Ls, eta, gg, h2, cos))), (1, True))
+    steps = [
+        d.equal("descent lemma: L(theta + eta g) - L <= eta ||g|| (L_s eta ||g||/2 - cos phi ||grad L||)",
+                descent_bound, eta * gnorm * (Ls * eta * gnorm / 2 - cosphi * Lnorm),
+                "<grad L, g> = -cos phi ||grad L|| ||g||: a guaranteed drop iff cos phi > L_s eta ||g||/(2||grad L||)"),
+        d.equal("PL: ||grad L||^2 >= 2 mu_L (L - L*) turns it into a bound on L - L*", boundary,
+                threshold(Ls, eta, gnorm, muL, cosphi), "solve cos phi sqrt(2 mu_L gap) = L_s eta ||g||/2 for gap"),
+        d.at_least("cos-condition => L drops (quadratic instance)", first, 0, "random points, steps and directions"),
+        d.at_least("L - L* > threshold => L drops (quadratic instance)", second, 0, "mu_L = smallest eigenvalue"),
+        d.nonnegative("at the SFT optimum no step lowers L", loss(eta * g1, eta * g2), "L(theta* + eta g) - L* >= 0"),
+    ]
+    return d.verify("pl.threshold", steps, ranges={**RANGES, eta: (0.01, 0.6), gap: (0.0, 2.0)})
+
+
+def kantorovich_bound(cond):
+    """spectral.kantorovich: cos(delta, H delta) >= 2 sqrt(kappa)/(1 + kappa)."""
+    return 2 * sp.sqrt(cond) / (1 + cond)
+
+
+def check_kantorovich(bound: Callable = kantorovich_bound) -> d.Result:
+    """cos(delta, H delta) >= 2 sqrt(kappa)/(1 + kappa) on the range of H."""
+    b = sp.Symbol("b", positive=True)
+    a = (1 + kappa) * b                                  # largest eigenvalue, kappa' = 1 + kappa >= 1
+    cond = a / b
+    cos_sq = (a * w + b * (1 - w)) ** 2 / (a ** 2 * w + b ** 2 * (1 - w))   # w = squared weight on a
+    w_star = b / (a + b)
+    # 3-D: eigenvalues b <= b + y1 <= b + y1 + y2, any delta.
+    y1, y2 = sp.symbols("y1 y2", nonnegative=True)
+    d1, d2, d3 = sp.symbols("delta1 delta2 delta3", real=True)
+    lam = (b, b + y1, b + y1 + y2)
+    dd = (d1, d2, d3)
+    num = sum(li * di ** 2 for li, di in zip(lam, dd))
+    cos3 = num / (sp.sqrt(sum(di ** 2 for di in dd)) * sp.sqrt(sum(li ** 2 * di ** 2 for li, di in zip(lam, dd))))
+    steps = [
+        d.equal("2-D: cos^2 is stationary at w* = b/(a+b)", sp.diff(cos_sq, w).subs(w, w_star), 0,
+                "the worst direction balances the two eigenvalues"),
+        d.equal("2-D: the minimum value is the claimed bound squared", cos_sq.subs(w, w_star), bound(cond) ** 2,
+                "4ab/(a+b)^2 = 4 kappa/(1+kappa)^2"),
+        d.at_least("2-D: every direction", sp.sqrt(cos_sq), bound(cond), "random w in (0, 1)"),
+        d.at_least("3-D: every direction", cos3, bound(lam[2] / lam[0]), "random spectra and directions"),
+    ]
+    return d.verify("spectral.kantorovich", steps, ranges={w: (0.0, 1.0), kappa: (0.0, 20.0)})
+
+
+def check_topk(bound: Callable = lambda lam_k, top_mass: lam_k * top_mass / 2) -> d.Result:
+    """L(theta* + eta g) - L* >= (eta^2/2) lambda_k rho ||g||^2 + O(eta^3).
+
+    ``bound(lambda_k, rho ||g||^2)`` is the claimed lower bound on g^T H g / 2.
+    """
+    gs = sp.symbols("g1:5", real=True)
+    z = sp.symbols("z1:5", nonnegative=True)
+    lam = [sum(z[i:]) for i in range(4)]                  # lambda_1 >= ... >= lambda_4 >= 0
+    quad = sum(li * gi ** 2 for li, gi in zip(lam, gs))   # g^T H g in H's eigenbasis
+    mgf = 1 + m1 * eta + m2 * eta ** 2 / 2
+    steps = [d.series("L(theta* + eta g) - L* = (eta^2/2) g^T H g + O(eta^3)", sp.log(mgf) - m1 * eta,
+                      (m2 - m1 ** 2) * eta ** 2 / 2, eta, 3, "thm31.local in cumulant coordinates; Var = g^T F g")]
+    for k in (1, 2, 3):
+        top_mass = sum(gi ** 2 for gi in gs[:k])
+        steps.append(d.nonnegative(f"k={k}: g^T H g / 2 - bound >= 0", sp.expand(quad / 2 - bound(lam[k - 1], top_mass)),
+                                   "sum_{i<=k} (lambda_i - lambda_k) g_i^2 + sum_{i>k} lambda_i g_i^2 >= 0"))
+        steps.append(d.at_least(f"k={k}: numerically", quad / 2, bound(lam[k - 1], top_mass), "random spectra"))
+    return d.verify("spectral.topk", steps, ranges={m1: (-1, 1), m2: (0, 2)})

@@ -1,0 +1,187 @@
+"""RL then SFT: what an SFT stage after RL provably does to the objectives (THEORY.md §4).
+
+Claims: ``thm41.gibbs``, ``thm41.local``, ``thm41.argmax``, ``thm41.pinsker`` (all [corrected]).
+The [refuted] ``thm41.paper`` lives in ``theory.counterexamples``.
+
+Simplifications:
+- the regularized optimum p* is a free full-support probability vector where the statement only
+  needs that (p* = pi_ref e^{r/beta}/Z is used where the reference matters: thm41.gibbs);
+- the local expansions use the exact Gibbs identity J_beta(p) - J_beta(p*) = -beta KL(p || p*)
+  and a cumulant series of the KL of an exponential tilt (THEORY.md §8), not the Hessian of
+  J_beta in raw logits;
+- the argmax set is posed in gap coordinates r_y = r* - g_y (g_y = 0 on A, >= delta off A);
+- Pinsker's inequality and the Delta r * TV bound are checked numerically at random points.
+
+Each check takes the claimed statement as a parameter (the true one by default).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import sympy as sp
+
+from theory import derivation as d
+from theory.objectives import (covariance, expectation, exp_tilt, kl, partition, reward,
+                               regularized_objective, tilt, variance, weighted)
+from theory.softmax import fisher_matrix
+from theory.symbols import (beta, delta, eta, m1, m2, m3, mr, mrw, mw, nonneg_vector, prob_vector, q,
+                            real_vector, t)
+
+
+def check_gibbs(drop: Callable = lambda b, kl_value: b * kl_value,
+                configs=((2, 1), (3, 1), (4, 1), (2, 2))) -> d.Result:
+    """J_beta(p*) - J_beta(p) = beta E_x KL(p || p*) for every p; ``drop(beta, KL)`` is the claim."""
+    steps, simplices = [], []
+    for n, prompts in configs:
+        weights = (q,) if prompts == 1 else prob_vector("q", 2)
+        simplices += [weights] if prompts > 1 else []
+        at_opt, value, gap, claimed = [], [], [], []
+        for x in range(prompts):
+            tag = "ab"[x]
+            ref, p, r = prob_vector(f"pi{tag}", n), prob_vector(f"p{tag}", n), real_vector(f"r{tag}", n)
+            simplices += [ref, p]
+            star = tilt(ref, r, beta)
+            at_opt.append(regularized_objective(star, r, ref, beta))
+            value.append(beta * sp.log(partition(ref, r, beta)))
+            gap.append(regularized_objective(star, r, ref, beta) - regularized_objective(p, r, ref, beta))
+            claimed.append(drop(beta, kl(p, star)))
+        label = f"n={n}, {prompts} prompt{'s' * (prompts > 1)}"
+        steps.append(d.equal(f"{label}: J_beta(p*) = beta E_x log Z", weighted(weights, at_opt),
+                             weighted(weights, value), "log(p*/pi) = r/beta - log Z"))
+        steps.append(d.equal(f"{label}: J_beta(p*) - J_beta(p) = beta E_x KL(p || p*)",
+                             weighted(weights, gap), weighted(weights, claimed),
+                             "beta KL(p||p*) = beta KL(p||pi) + beta log Z - E_p r"))
+        if n == 3 and prompts == 1:
+            steps.append(d.at_least(f"{label}: the drop is >= 0", claimed[0], 0,
+                                    "KL >= 0, = 0 iff p = p*; under a <= E KL <= A it lies in [beta a, beta A]"))
+    return d.verify("thm41.gibbs", steps, simplices=simplices)
+
+
+def check_local(hessian_sign=-1, coefficient=sp.Rational(-1, 2), q_power=3) -> d.Result:
+    """Hessian of J_beta at theta* is -beta q F; Delta J_beta and Delta J of one SFT step.
+
+    Claimed: Hessian = hessian_sign * beta * q * F, and
+    Delta J_beta = coefficient * beta * eta^2 * q^q_power * Var_{p*}[v] + O(eta^3).
+    """
+    steps, simplices = [], []
+    # KL of an exponential tilt of p* in moment coordinates: KL = eta K'(eta) - K(eta).
+    cgf = sp.log(1 + m1 * eta + m2 * eta ** 2 / 2 + m3 * eta ** 3 / 6)
+    steps.append(d.series("KL(p*e^{eta w}/Z || p*) = Var_{p*}(w) eta^2/2 + O(eta^3)",
+                          eta * sp.diff(cgf, eta) - cgf, (m2 - m1 ** 2) * eta ** 2 / 2, eta, 3,
+                          "K = log E e^{eta w}, E_tilt[eta w] = eta K'(eta)"))
+    for n in (2, 3):
+        star, w, r, pd = (prob_vector("p", n), real_vector("w", n), real_vector("r", n),
+                          prob_vector("d", n))
+        simplices += [star, pd]
+        moved = exp_tilt(star, [eta * wi for wi in w])
+        steps.append(d.equal(f"n={n}: KL of the tilt in probability coordinates", kl(moved, star),
+                             expectation(moved, [eta * wi for wi in w])
+                             - sp.log(partition(star, [eta * wi for wi in w], 1)),
+                             "log(p_tilt/p*) = eta w - log E e^{eta w}"))
+        moments = {m1: expectation(star, w), m2: expectation(star, [x ** 2 for x in w]),
+                   m3: expectation(star, [x ** 3 for x in w])}
+        steps.append(d.series(f"n={n}: moments of w under p*", partition(star, [eta * wi for wi in w], 1),
+                              1 + (m1 * eta + m2 * eta ** 2 / 2 + m3 * eta ** 3 / 6).subs(moments), eta, 4,
+                              "Taylor series of exp"))
+        # So J_beta(theta* + eta w) - J_beta* = -beta q KL = -(beta q/2) eta^2 w^T F w + O(eta^3):
+        # the Hessian in the direction w is -beta q w^T F w.
+        claimed_hessian = hessian_sign * beta * q * fisher_matrix(star)
+        steps.append(d.equal(f"n={n}: w^T (Hessian) w = -beta q Var_p*(w)",
+                             (sp.Matrix(w).T * claimed_hessian * sp.Matrix(w))[0],
+                             -beta * q * variance(star, w),
+                             "second derivative of -beta q KL(p_{theta*+eta w} || p*) at eta = 0"))
+        # One SFT step: theta* - eta grad L, grad L = q (p* - p_D) = q v.
+        v = [a - b for a, b in zip(star, pd)]
+        steps.append(d.equal(f"n={n}: Delta J_beta of the SFT step",
+                             -beta * q * (variance(star, [-q * vi for vi in v]) * eta ** 2 / 2),
+                             coefficient * beta * eta ** 2 * q ** q_power * variance(star, v),
+                             "w = -q v in the expansion above; Var(-q v) = q^2 Var(v)"))
+        steps.append(d.equal(f"n={n}: Cov_{{p*}}(r, w) in moments", covariance(star, r, w),
+                             (mrw - mr * mw).subs({mr: expectation(star, r), mw: expectation(star, w),
+                                                   mrw: expectation(star, [a * b for a, b in zip(r, w)])}),
+                             "Cov = E[rw] - E r E w"))
+        steps.append(d.equal(f"n={n}: Delta J of the SFT step, first order",
+                             q * eta * covariance(star, r, [-q * vi for vi in v]),
+                             -eta * q ** 2 * covariance(star, r, v), "w = -q v"))
+    steps.append(d.series("E_{tilt}[r] - E r = eta Cov(r, w) + O(eta^2)",
+                          (mr + eta * mrw) / (1 + eta * mw) - mr, eta * (mrw - mr * mw), eta, 2,
+                          "E[r e^{eta w}] / E[e^{eta w}] to first order"))
+    # Either sign: counterexample 2 (p* = (e, 1)/(1 + e), r = (1, 0)) with p_D = (0.9, 0.1) and (0.1, 0.9).
+    e = sp.E
+    star = (e / (1 + e), 1 / (1 + e))
+    for pd, sign in (((sp.Rational(9, 10), sp.Rational(1, 10)), 1), ((sp.Rational(1, 10), sp.Rational(9, 10)), -1)):
+        first_order = -covariance(star, (1, 0), [a - b for a, b in zip(star, pd)])
+        lhs, rhs = (first_order, 0) if sign > 0 else (0, first_order)
+        steps.append(d.at_least(f"raw reward {'rises' if sign > 0 else 'falls'} for p_D = {tuple(map(str, pd))}",
+                                 lhs, rhs, "dJ/d eta = -q^2 Cov_{p*}(r, v) can take either sign"))
+    return d.verify("thm41.local", steps, simplices=simplices,
+                    ranges={m1: (-1, 1), m2: (0, 2), m3: (-2, 2), mr: (-1, 1), mw: (-1, 1), mrw: (-1, 1)})
+
+
+def check_argmax(bound: Callable = lambda gap, mass_off: gap * mass_off) -> d.Result:
+    """J(p_RL) - J(p_D) >= E_x[delta (1 - p_D(A_x))]; ``bound(delta, 1 - p_D(A))`` is the claim."""
+    steps, simplices = [], []
+    rstar = sp.Symbol("rstar", real=True)
+    for n, size_a in ((3, 1), (4, 2)):
+        pd = prob_vector("d", n)
+        extra = nonneg_vector("e", n)
+        simplices.append(pd)
+        gaps = [0] * size_a + [delta] + [delta + extra[i] for i in range(size_a + 1, n)]
+        r = [rstar - g for g in gaps]
+        mass_a = sum(pd[:size_a])
+        label = f"n={n}, |A|={size_a}"
+        start = prob_vector("p", n)
+        simplices.append(start)
+        weights_t = [pi * sp.exp(-t * g) for pi, g in zip(start, gaps)]
+        start_a = sum(start[:size_a])
+        steps.append(d.limit(f"{label}: tilt mass -> p(A)", sum(weights_t), start_a, t, sp.oo,
+                             "softmax(theta + t r) = p e^{-t g}/W (e^{t r*} cancels); e^{-t g} -> 0 off A"))
+        steps.append(d.limit(f"{label}: tilted reward mass -> r* p(A)",
+                             sum(wt * ri for wt, ri in zip(weights_t, r)), rstar * start_a, t, sp.oo,
+                             "so unregularized RL reaches J = (r* p(A))/p(A) = E_x max r"))
+        steps.append(d.at_least(f"{label}: J(p) <= max r", rstar, reward(start, r),
+                                "a mean never exceeds the maximum"))
+        gain = rstar - reward(pd, r)
+        excess = sum(pd[i] * extra[i] for i in range(size_a + 1, n))
+        steps.append(d.equal(f"{label}: J(p_RL) - J(p_D) - bound = sum_{{y off A}} p_D(y) e_y",
+                             gain - bound(delta, 1 - mass_a), excess,
+                             "r* - r_y = delta + e_y off A, 0 on A"))
+        steps.append(d.nonnegative(f"{label}: the remainder is >= 0", excess, "p_D >= 0, e_y >= 0"))
+        steps.append(d.at_least(f"{label}: the bound, numerically", gain, bound(delta, 1 - mass_a),
+                                "the claim itself at random instances"))
+        on_a = [sp.Rational(1, size_a)] * size_a + [0] * (n - size_a)
+        steps.append(d.equal(f"{label}: reward-optimal expert: no coupling", rstar - reward(on_a, r), 0,
+                             "p_D(A) = 1 gives J(p_RL) = J(p_D)"))
+    return d.verify("thm41.argmax", steps, simplices=simplices)
+
+
+def check_pinsker(bound: Callable = lambda spread, kl_value: spread * sp.sqrt(kl_value / 2)) -> d.Result:
+    """|J(p) - J(p')| <= Delta r E_x TV <= Delta r sqrt(E_x KL/2); ``bound(Delta r, E KL)`` is the claim."""
+    steps, simplices = [], []
+    rmin, cc = sp.Symbol("rmin", real=True), sp.Symbol("c", real=True)
+    for n, prompts in ((2, 1), (3, 1), (3, 2)):
+        weights = (sp.Integer(1),) if prompts == 1 else prob_vector("q", 2)
+        simplices += [weights] if prompts > 1 else []
+        steps_up = nonneg_vector("a", n)
+        diff, shifted, tvs, kls = [], [], [], []
+        for x in range(prompts):
+            tag = "ab"[x]
+            p, p2 = prob_vector(f"p{tag}", n), prob_vector(f"s{tag}", n)
+            simplices += [p, p2]
+            r = [rmin + sum(steps_up[1:i + 1]) for i in range(n)]   # sorted rewards
+            diff.append(reward(p, r) - reward(p2, r))
+            shifted.append(sum((a - b) * (ri - cc) for a, b, ri in zip(p, p2, r)))
+            tvs.append(sum(sp.Abs(a - b) for a, b in zip(p, p2)) / 2)
+            kls.append(kl(p, p2))
+        spread = sum(steps_up[1:n])
+        label = f"n={n}, {prompts} prompt{'s' * (prompts > 1)}"
+        steps.append(d.equal(f"{label}: J(p) - J(p') = E_x sum (p - p')(r - c)", weighted(weights, diff),
+                             weighted(weights, shifted), "sum_y (p - p')(y) = 0, any constant c"))
+        steps.append(d.at_least(f"{label}: |J(p) - J(p')| <= Delta r E_x TV", spread * weighted(weights, tvs),
+                                sp.Abs(weighted(weights, diff)), "c = (max r + min r)/2, |r - c| <= Delta r/2"))
+        steps.append(d.at_least(f"{label}: E_x TV <= sqrt(E_x KL/2)", sp.sqrt(weighted(weights, kls) / 2),
+                                weighted(weights, tvs), "Pinsker per prompt, then Jensen (sqrt is concave)"))
+        steps.append(d.at_least(f"{label}: the claimed bound", bound(spread, weighted(weights, kls)),
+                                sp.Abs(weighted(weights, diff)), "the claim itself at random instances"))
+    return d.verify("thm41.pinsker", steps, simplices=simplices)
