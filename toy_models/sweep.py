@@ -42,7 +42,7 @@ from toy_models.instance import Instance, make_instance, random_batch, take  # n
 
 N_INSTANCES = 32
 X, Y = 3, 4
-CFG = pipelines.PipelineConfig(sft_steps=200, rl_steps=60, sft_learning_rate=5.0, rl_learning_rate=2.0)
+CFG = pipelines.PipelineConfig(sft_steps=200, rl_steps=150, sft_learning_rate=5.0, rl_learning_rate=0.5)
 PL_EXAMPLE = dict(mu=0.5, ell=1.5, smooth_sft=2.0, delta0=1.0, weight=0.3)
 
 
@@ -152,9 +152,12 @@ def _plot_c1(path, batch):
         grid = jax.tree.map(lambda a: jnp.broadcast_to(a, (len(betas), *a.shape)), inst)
         grid = dataclasses.replace(grid, beta=jnp.asarray(betas))
         line, = ax.loglog(betas, np.asarray(c1(grid)), label=f"instance {i}: C1 closed form")
-        ax.loglog(betas, np.maximum(np.asarray(series(grid)), 1e-12), "--", color=line.get_color(),
-                  label="large-beta series" if i == 0 else None)
-        ax.loglog(betas[:30], np.asarray(small(grid))[:30], ":", color=line.get_color(),
+        big, tiny = betas >= 0.3, betas <= 0.3  # each approximation on its own side
+        s_big = np.asarray(series(grid))[big]
+        s_tiny = np.asarray(small(grid))[tiny]
+        ax.loglog(betas[big], np.where(s_big > 0, s_big, np.nan), "--", color=line.get_color(),
+                  label="large-beta series Var/2b^2 + k3/6b^3" if i == 0 else None)
+        ax.loglog(betas[tiny], np.where(s_tiny > 0, s_tiny, np.nan), ":", color=line.get_color(),
                   label="small-beta asymptote" if i == 0 else None)
         meas = []
         for b in (0.1, 1.0, 10.0):

@@ -1,0 +1,62 @@
+"""Every claim's margin (toy_models.margins) on hypothesis-drawn instances: ≥ 0 for the true
+claims, < 0 on the counterexamples of the refuted thm41.paper."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.strategies import instances
+from toy_models import margins as mg
+from toy_models.instance import make_instance
+
+TRUE_TABULAR = [k for k, v in mg.MARGINS.items() if v.tabular and k != "thm41.paper"]
+LANDSCAPE = [k for k, v in mg.MARGINS.items() if not v.tabular]
+_JIT = {k: jax.jit(v.margin) for k, v in mg.MARGINS.items()}
+
+
+def test_every_theory_claim_has_a_margin():
+    ids = {"softmax.fisher", "softmax.pg", "thm31.identity", "thm31.c1", "thm31.beta", "thm31.local",
+           "threshold.kl", "thm41.gibbs", "thm41.local", "thm41.argmax", "thm41.pinsker", "thm41.paper",
+           "pl.rate", "pl.displacement", "pl.degradation", "pl.duration", "pl.threshold",
+           "spectral.kantorovich", "spectral.topk", "grpo.baseline", "grpo.onpolicy", "kl.k3"}
+    assert set(mg.MARGINS) == ids
+
+
+@pytest.mark.parametrize("claim", TRUE_TABULAR)
+@settings(max_examples=10)
+@given(inst=instances())
+def test_true_claims_hold_on_random_instances(claim, inst):
+    assert float(_JIT[claim](inst)) >= 0
+
+
+@pytest.mark.parametrize("claim", ["thm31.c1", "thm31.beta", "thm31.local", "thm41.argmax", "thm41.pinsker"])
+@settings(max_examples=5)
+@given(inst=instances(deterministic_expert=True))
+def test_true_claims_hold_for_a_deterministic_expert(claim, inst):
+    assert float(_JIT[claim](inst)) >= 0
+
+
+@pytest.mark.parametrize("claim", LANDSCAPE)
+@settings(max_examples=3)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_landscape_claims_hold_on_random_quadratics(claim, seed):
+    cases = mg.random_landscape_cases(np.random.default_rng(seed), 32)
+    assert float(np.min(jax.jit(jax.vmap(mg.MARGINS[claim].margin))(cases))) >= 0
+
+
+def test_refuted_claim_margin_is_negative_on_both_counterexamples():
+    # 2: p_D more reward-concentrated than p*: one SFT step raises J.
+    ce2 = make_instance([1.0], [[0.9, 0.1]], [[1.0, 0.0]], 1.0, reference=[[0.5, 0.5]])
+    assert float(_JIT["thm41.paper"](ce2)) < -1e-3
+    # 1: constant reward: SFT moves the policy (KL > 0) and J does not drop.
+    ce1 = make_instance([1.0], [[0.75, 0.25]], [[0.0, 0.0]], 1.0, reference=[[0.5, 0.5]])
+    assert float(_JIT["thm41.paper"](ce1)) < 0
+
+
+def test_refuted_claim_margin_is_positive_when_the_expert_is_not_reward_optimal():
+    inst = make_instance([1.0], [[0.1, 0.9]], [[1.0, 0.0]], 1.0, reference=[[0.5, 0.5]])
+    assert float(_JIT["thm41.paper"](inst)) > 0
