@@ -143,7 +143,7 @@ def _is_zero(expr, constraint: dict) -> bool:
         return True
     variants = []
     for e in (sp.expand_log(expr, deep=True), expr):
-        e = e.subs(constraint) if constraint else e
+        e = e.xreplace(constraint) if constraint else e
         if e not in variants:
             variants.append(e)
     for reduce in (sp.expand, lambda z: sp.cancel(sp.together(z)), sp.simplify):
@@ -193,7 +193,7 @@ def _exact(step: Step, constraint: dict) -> tuple[bool, str]:
         return True, f"lhs - rhs = O({step.var}^{step.order})"
     if step.kind == "limit":
         d = sp.sympify(step.lhs - step.rhs)
-        lim = sp.limit(d.subs(constraint) if constraint else d, step.var, step.point)
+        lim = sp.limit(d.xreplace(constraint) if constraint else d, step.var, step.point)
         if not _is_zero(lim, constraint):
             return False, f"limit of lhs - rhs is {lim}, not 0"
         return True, f"limit as {step.var} -> {step.point} is 0"
@@ -258,8 +258,9 @@ def _numeric(step: Step, values: dict, size: int) -> tuple[bool, str]:
     if step.kind in ("approx", "close"):
         return True, "exact evaluation"
     if step.kind in ("equal", "at_least", "nonnegative"):
-        lhs = _evaluate(_entries(step.lhs), values, size)
-        rhs = _evaluate(_entries(step.rhs), values, size)
+        lhs_entries, rhs_entries = _entries(step.lhs), _entries(step.rhs)
+        both = _evaluate(lhs_entries + rhs_entries, values, size)
+        lhs, rhs = both[: len(lhs_entries)], both[len(lhs_entries):]
         scale = 1.0 + np.abs(lhs) + np.abs(rhs)
         if not (np.all(np.isfinite(lhs)) and np.all(np.isfinite(rhs))):
             return False, "not finite at some random point"

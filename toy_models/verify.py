@@ -1,0 +1,193 @@
+"""``coupling verify``: check every claim of THEORY.md symbolically (sympy) and numerically (JAX).
+
+    coupling verify [--json] [--only ID ...] [--junit FILE]
+
+One row per claim ID, in THEORY.md order, printed as soon as the claim is done: ID, label,
+symbolic status, numeric status, seconds; then a summary line. Status values are ``pass``,
+``fail`` and ``n/a``; for the [refuted] claim, ``pass`` means the counterexample was reproduced.
+
+- Symbolic column: ``theory.catalogue.CLAIMS[i].symbolic()``.
+- Numeric column: ``toy_models.numeric_checks.NUMERIC_CHECKS[id]()`` when that module exists and
+  has the ID, else ``n/a``. JAX float64 is switched on here, in ``main``, before those checks run.
+- ``--json`` prints a JSON list (``id``, ``label``, ``symbolic``, ``numeric``, ``seconds``,
+  ``detail``) on stdout; the progress rows then go to stderr.
+- ``--junit FILE`` writes JUnit XML (one testcase per claim), atomically.
+- Exit status: 0 iff nothing failed, 1 if any check failed (an exception inside a check is a
+  failure with the exception in ``detail``), 2 on bad arguments (unknown ID: ``InputError``).
+
+Speed: the symbolic checks run in a pool of 2 worker processes, forked before JAX is imported,
+while this process runs the numeric checks. If JAX is already imported (for instance inside a
+test session), forking is unsafe and everything runs in this process, one check after another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from typing import Callable
+
+from theory import catalogue
+from theory.catalogue import CheckResult
+from theory.errors import InputError
+
+WORKERS = 2
+NA = CheckResult("n/a", "no check for this ID")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    id: str
+    label: str
+    symbolic: str
+    numeric: str
+    seconds: float
+    detail: str
+
+    @property
+    def failed(self) -> bool:
+        return "fail" in (self.symbolic, self.numeric)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="coupling verify",
+                                description="Check every claim of THEORY.md, symbolically and numerically.")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
+    p.add_argument("--only", nargs="+", metavar="ID", help="check only these claim IDs")
+    p.add_argument("--junit", metavar="FILE", help="also write JUnit XML to FILE")
+    return p
+
+
+def _selected(only: list[str] | None) -> list[catalogue.Claim]:
+    if not only:
+        return list(catalogue.CLAIMS)
+    known = {c.id for c in catalogue.CLAIMS}
+    unknown = [i for i in only if i not in known]
+    if unknown:
+        raise InputError(f"unknown claim ID(s) {', '.join(unknown)}; "
+                         f"the IDs are: {', '.join(c.id for c in catalogue.CLAIMS)}")
+    return [c for c in catalogue.CLAIMS if c.id in set(only)]
+
+
+def _timed(check: Callable[[], CheckResult]) -> tuple[CheckResult, float]:
+    """Run one check; an exception is a failure, not a crash."""
+    start = time.perf_counter()
+    try:
+        result = check()
+        if not isinstance(result, CheckResult) or result.status not in catalogue.STATUSES:
+            result = CheckResult("fail", f"check returned {result!r}, not a CheckResult")
+    except Exception as e:  # noqa: BLE001
+        result = CheckResult("fail", f"{type(e).__name__}: {e}")
+    return result, time.perf_counter() - start
+
+
+def _symbolic_in_worker(claim_id: str) -> tuple[CheckResult, float]:
+    return _timed(catalogue.claim(claim_id).symbolic)
+
+
+def _numeric_checks() -> dict[str, Callable[[], CheckResult]]:
+    try:
+        from toy_models.numeric_checks import NUMERIC_CHECKS
+    except ModuleNotFoundError as e:
+        if e.name != "toy_models.numeric_checks":
+            raise
+        return {}
+    return NUMERIC_CHECKS
+
+
+def _symbolic_futures(claims, pool):
+    if pool is None:
+        return None
+    return {c.id: pool.submit(_symbolic_in_worker, c.id) for c in claims}
+
+
+def _row(claim: catalogue.Claim, sym: CheckResult, sym_s: float, num: CheckResult, num_s: float) -> Row:
+    detail = f"symbolic: {sym.detail} | numeric: {num.detail}"
+    return Row(claim.id, claim.label, sym.status, num.status, round(sym_s + num_s, 3), detail)
+
+
+def _format(row: Row) -> str:
+    return f"{row.id:22s} {row.label:14s} {row.symbolic:8s} {row.numeric:8s} {row.seconds:8.2f}"
+
+
+def _junit(rows: list[Row], path: str, seconds: float) -> None:
+    suite = ET.Element("testsuite", name="coupling verify", tests=str(len(rows)),
+                       failures=str(sum(r.failed for r in rows)), time=f"{seconds:.3f}")
+    for r in rows:
+        case = ET.SubElement(suite, "testcase", classname=f"coupling.verify.{r.label}", name=r.id,
+                             time=f"{r.seconds:.3f}")
+        if r.failed:
+            failure = ET.SubElement(case, "failure",
+                                    message=f"symbolic {r.symbolic}, numeric {r.numeric}")
+            failure.text = r.detail
+        elif r.symbolic == "n/a" and r.numeric == "n/a":
+            ET.SubElement(case, "skipped", message="no check")
+        ET.SubElement(case, "system-out").text = r.detail
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InputError(f"--junit {path}: directory {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".junit-", suffix=".xml.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            ET.ElementTree(suite).write(f, encoding="utf-8", xml_declaration=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    claims = _selected(args.only)
+    if args.junit and os.path.isdir(args.junit):
+        raise InputError(f"--junit {args.junit}: is a directory, not a file")
+    out = sys.stderr if args.json else sys.stdout
+    start = time.perf_counter()
+    # Fork the symbolic workers before JAX is imported (forking a process that runs JAX is unsafe).
+    pool = None
+    if len(claims) > 1 and "jax" not in sys.modules and "fork" in multiprocessing.get_all_start_methods():
+        pool = concurrent.futures.ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("fork"))
+    try:
+        futures = _symbolic_futures(claims, pool)
+        numeric = _numeric_checks()
+        if numeric:
+            import jax
+
+            jax.config.update("jax_enable_x64", True)
+        print(f"{'ID':22s} {'label':14s} {'symbolic':8s} {'numeric':8s} {'seconds':>8s}", file=out, flush=True)
+        rows = []
+        for claim in claims:
+            num, num_s = _timed(numeric[claim.id]) if claim.id in numeric else (NA, 0.0)
+            if futures is None:
+                sym, sym_s = _timed(claim.symbolic)
+            else:
+                try:
+                    sym, sym_s = futures[claim.id].result()
+                except Exception as e:  # noqa: BLE001 - a dead worker fails this claim, not the run
+                    sym, sym_s = CheckResult("fail", f"{type(e).__name__}: {e}"), 0.0
+            rows.append(_row(claim, sym, sym_s, num, num_s))
+            print(_format(rows[-1]), file=out, flush=True)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    seconds = time.perf_counter() - start
+    counts = {col: {s: sum(getattr(r, col) == s for r in rows) for s in catalogue.STATUSES}
+              for col in ("symbolic", "numeric")}
+    failed = sum(r.failed for r in rows)
+    print(f"{len(rows)} claims, {failed} failed; symbolic {counts['symbolic']['pass']} pass / "
+          f"{counts['symbolic']['fail']} fail / {counts['symbolic']['n/a']} n/a; numeric "
+          f"{counts['numeric']['pass']} pass / {counts['numeric']['fail']} fail / {counts['numeric']['n/a']} n/a; "
+          f"{seconds:.1f} s", file=out, flush=True)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+    if args.junit:
+        _junit(rows, args.junit, seconds)
+    return 1 if failed else 0
