@@ -52,7 +52,8 @@ def _median_time(fn, repeats: int) -> float:
 
 
 def jax_train_step(config, lr=1e-4):
-    """(step, params, opt_state): ``step(params, opt_state, ids, mask) -> (params, opt_state, loss)``."""
+    """(step, graphdef, params, opt_state), where ``step(params, opt_state, ids, mask)`` returns
+    ``(params, opt_state, loss)`` and donates its inputs; ``nnx.merge(graphdef, params)`` is the model."""
     model = Qwen3(config, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adamw(lr)
@@ -67,7 +68,7 @@ def jax_train_step(config, lr=1e-4):
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    return step, params, tx.init(params), model
+    return step, graphdef, params, tx.init(params)
 
 
 def run(batch=4, seq=128, prompt=32, new_tokens=32, sample_batch=4, repeats=5, warmup=2) -> dict:
@@ -86,7 +87,7 @@ def run(batch=4, seq=128, prompt=32, new_tokens=32, sample_batch=4, repeats=5, w
            "jax": jax.__version__, "torch": torch.__version__}
 
     # -- ours: training step
-    step, params, opt_state, model = jax_train_step(cfg)
+    step, graphdef, params, opt_state = jax_train_step(cfg)
     res["params"] = int(sum(x.size for x in jax.tree.leaves(params)))
     ids_j, mask_j = jnp.asarray(ids), jnp.asarray(mask)
     state = [params, opt_state]
@@ -124,8 +125,7 @@ def run(batch=4, seq=128, prompt=32, new_tokens=32, sample_batch=4, repeats=5, w
     # -- sampling (greedy, no early stop on either side)
     p_ids = rng.integers(1, cfg.vocab_size, (sample_batch, prompt)).astype(np.int32)
     p_mask = np.ones_like(p_ids)
-    model = nnx.merge(*nnx.split(nnx.eval_shape(lambda: Qwen3(cfg, rngs=nnx.Rngs(0))))[:1],
-                      state[0])  # the trained parameters
+    model = nnx.merge(graphdef, state[0])  # the trained parameters
 
     def ours_sample():
         out = sample(model, p_ids, p_mask, jax.random.key(0), max_new_tokens=new_tokens,
