@@ -5,7 +5,8 @@ The [refuted] ``thm41.paper`` lives in ``theory.counterexamples``.
 
 Simplifications:
 - the regularized optimum p* is a free full-support probability vector where the statement only
-  needs that (p* = pi_ref e^{r/beta}/Z is used where the reference matters: thm41.gibbs);
+  needs that (p* = pi_ref e^{r/beta}/Z is used where the reference matters: thm41.gibbs, written
+  with x_y = e^{r_y/beta} as positive symbols, so that only logarithms of symbols appear);
 - the local expansions use the exact Gibbs identity J_beta(p) - J_beta(p*) = -beta KL(p || p*)
   and a cumulant series of the KL of an exponential tilt (THEORY.md §8), not the Hessian of
   J_beta in raw logits;
@@ -25,8 +26,8 @@ from theory import derivation as d
 from theory.objectives import (covariance, expectation, exp_tilt, kl, partition, reward,
                                regularized_objective, tilt, variance, weighted)
 from theory.softmax import fisher_matrix
-from theory.symbols import (beta, delta, eta, m1, m2, m3, mr, mrw, mw, nonneg_vector, prob_vector, q,
-                            real_vector, t)
+from theory.symbols import (beta, delta, eta, m1, m2, m3, mr, mrw, mw, nonneg_vector, positive_vector,
+                            prob_vector, q, real_vector, t)
 
 
 def check_gibbs(drop: Callable = lambda b, kl_value: b * kl_value,
@@ -39,7 +40,8 @@ def check_gibbs(drop: Callable = lambda b, kl_value: b * kl_value,
         at_opt, value, gap, claimed = [], [], [], []
         for x in range(prompts):
             tag = "ab"[x]
-            ref, p, r = prob_vector(f"pi{tag}", n), prob_vector(f"p{tag}", n), real_vector(f"r{tag}", n)
+            ref, p, x_exp = prob_vector(f"pi{tag}", n), prob_vector(f"p{tag}", n), positive_vector(f"x{tag}", n)
+            r = [beta * sp.log(xi) for xi in x_exp]     # x = e^{r/beta}: logs of symbols, not of sums
             simplices += [ref, p]
             star = tilt(ref, r, beta)
             at_opt.append(regularized_objective(star, r, ref, beta))

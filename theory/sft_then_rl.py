@@ -158,8 +158,10 @@ def check_beta(coefficients: tuple = (sp.Rational(1, 2), sp.Rational(1, 6)),
                              "x_y = e^{t r_y}"))
         steps.append(d.equal(f"n={n}: f'(t) = E_tilt r - E r", d_dt(f),
                              expectation(tilted, r) - expectation(pd, r), "derivative of log Z"))
-        steps.append(d.equal(f"n={n}: f''(t) = Var_tilt(r)", d_dt(expectation(tilted, r)),
-                             variance(tilted, r), "derivative of the tilted mean"))
+        tilted_moment = [expectation(pd, [r[i] ** k * x[i] for i in range(n)]) / expectation(pd, x)
+                         for k in (1, 2)]
+        steps.append(d.equal(f"n={n}: f''(t) = Var_tilt(r)", d_dt(tilted_moment[0]),
+                             tilted_moment[1] - tilted_moment[0] ** 2, "derivative of the tilted mean"))
         steps.append(d.equal(f"n={n}: f'(0) = 0", (expectation(tilted, r) - expectation(pd, r)).subs(
             {x[i]: 1 for i in range(n)}), 0, "the tilt at t = 0 is p_D"))
         steps.append(d.at_least(f"n={n}: C1 decreasing in beta", -sp.diff(c1_rhs(pd, r, beta), beta), 0,

@@ -1,0 +1,29 @@
+"""grpo.baseline, grpo.onpolicy, kl.k3: the checks pass, and fail when handed a wrong statement."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from theory import estimators as m
+
+
+def test_all_hold():
+    for check in (m.check_baseline, m.check_onpolicy, m.check_k3):
+        result = check()
+        assert result.ok, result.summary()
+
+
+def test_baseline_rejects_an_unbiased_claim_and_a_squared_factor():
+    assert m.check_baseline(factor=lambda g: 1).failed.name == "n=2, G=2: group-mean baseline"
+    assert m.check_baseline(factor=lambda g: (1 - 1 / g) ** 2).failed.name == "n=2, G=2: group-mean baseline"
+
+
+def test_onpolicy_rejects_a_clip_factor_in_the_gradient():
+    result = m.check_onpolicy(gradient=lambda adv, clip: adv * (1 + clip))
+    assert result.failed.name == "unclipped branch: d(rho A)/d logp at rho = 1"
+    assert "central difference of the full min/clip objective" in [s.name for s in result.steps if not s.ok]
+
+
+def test_k3_rejects_the_wrong_sign():
+    wrong = lambda logp, ref: sp.exp(logp - ref) - (logp - ref) - 1  # noqa: E731
+    assert m.check_k3(k3=wrong).failed.name == "n=2: E_p[k3] = KL(p || ref)"

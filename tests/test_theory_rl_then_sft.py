@@ -1,0 +1,41 @@
+"""thm41.gibbs/local/argmax/pinsker: the checks pass, and fail when handed a wrong statement."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from theory import rl_then_sft as m
+
+
+def test_all_hold():
+    for check in (m.check_gibbs, m.check_local, m.check_argmax, m.check_pinsker):
+        result = check()
+        assert result.ok, result.summary()
+
+
+def test_gibbs_rejects_a_wrong_factor():
+    result = m.check_gibbs(drop=lambda b, kl_value: 2 * b * kl_value, configs=((2, 1),))
+    assert result.failed.name == "n=2, 1 prompt: J_beta(p*) - J_beta(p) = beta E_x KL(p || p*)"
+
+
+def test_local_rejects_the_hessian_sign_flipped():
+    result = m.check_local(hessian_sign=+1)
+    assert result.failed.name == "n=2: w^T (Hessian) w = -beta q Var_p*(w)"
+
+
+def test_local_rejects_a_wrong_power_of_q():
+    result = m.check_local(q_power=2)
+    assert result.failed.name == "n=2: Delta J_beta of the SFT step"
+
+
+def test_argmax_rejects_the_full_reward_range_as_the_gap():
+    # Using max r - min r instead of the gap delta to the best non-optimal response is not a lower bound.
+    e = sp.Symbol("e3", nonnegative=True)
+    result = m.check_argmax(bound=lambda gap, mass_off: (gap + e) * mass_off)
+    assert not result.ok
+    assert "bound = sum" in result.failed.name
+
+
+def test_pinsker_rejects_a_too_small_constant():
+    result = m.check_pinsker(bound=lambda spread, kl_value: spread * sp.sqrt(kl_value / 8))
+    assert result.failed.name == "n=2, 1 prompt: the claimed bound"
