@@ -3,6 +3,8 @@ claims, < 0 on the counterexamples of the refuted thm41.paper."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -15,7 +17,10 @@ from toy_models.instance import make_instance
 
 TRUE_TABULAR = [k for k, v in mg.MARGINS.items() if v.tabular and k != "thm41.paper"]
 LANDSCAPE = [k for k, v in mg.MARGINS.items() if not v.tabular]
-_JIT = {k: jax.jit(v.margin) for k, v in mg.MARGINS.items()}
+# one-shot evaluations of small graphs: compile with less optimization (as the checks do)
+_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+_JIT = {k: _jit(v.margin) for k, v in mg.MARGINS.items()}
+SHAPES = ((1, 2), (3, 4))
 
 
 def test_every_theory_claim_has_a_margin():
@@ -28,14 +33,14 @@ def test_every_theory_claim_has_a_margin():
 
 @pytest.mark.parametrize("claim", TRUE_TABULAR)
 @settings(max_examples=10)
-@given(inst=instances())
+@given(inst=instances(shapes=SHAPES))
 def test_true_claims_hold_on_random_instances(claim, inst):
     assert float(_JIT[claim](inst)) >= 0
 
 
 @pytest.mark.parametrize("claim", ["thm31.c1", "thm31.beta", "thm31.local", "thm41.argmax", "thm41.pinsker"])
 @settings(max_examples=5)
-@given(inst=instances(deterministic_expert=True))
+@given(inst=instances(shapes=((3, 4),), deterministic_expert=True))
 def test_true_claims_hold_for_a_deterministic_expert(claim, inst):
     assert float(_JIT[claim](inst)) >= 0
 
@@ -45,7 +50,7 @@ def test_true_claims_hold_for_a_deterministic_expert(claim, inst):
 @given(seed=st.integers(0, 2**31 - 1))
 def test_landscape_claims_hold_on_random_quadratics(claim, seed):
     cases = mg.random_landscape_cases(np.random.default_rng(seed), 32)
-    assert float(np.min(jax.jit(jax.vmap(mg.MARGINS[claim].margin))(cases))) >= 0
+    assert float(np.min(_jit(jax.vmap(mg.MARGINS[claim].margin))(cases))) >= 0
 
 
 def test_refuted_claim_margin_is_negative_on_both_counterexamples():

@@ -14,7 +14,7 @@ def test_keys_are_exactly_the_claim_ids_in_order():
     assert list(NUMERIC_CHECKS) == [c.id for c in CLAIMS]
 
 
-@pytest.mark.parametrize("claim", ["softmax.pg", "thm41.argmax", "pl.duration", "kl.k3"])
+@pytest.mark.parametrize("claim", ["softmax.pg", "kl.k3"])
 def test_cheap_checks_pass(claim):
     res = NUMERIC_CHECKS[claim]()
     assert isinstance(res, CheckResult) and res.status == "pass", res.detail

@@ -67,10 +67,12 @@ def kl_estimate(logp: jax.Array, log_ref: jax.Array, kind: str) -> jax.Array:
     raise ValueError(f"unknown KL estimator {kind!r}")
 
 
-def surrogate(logp, ys, rewards, q, log_ref, cfg: EstimatorConfig) -> jax.Array:
+def surrogate(logp, ys, rewards, q, log_ref, cfg: EstimatorConfig, beta=None) -> jax.Array:
     """The clipped GRPO surrogate (to maximize) for sampled ``ys[X, G]`` with rewards ``[X, G]``.
 
     ``logp`` must carry gradients; the old policy is ``stop_gradient(logp)`` (one inner iteration).
+    The KL weight is ``beta`` when given (it may be a traced value, e.g. an instance's β), else
+    ``cfg.beta``.
     """
     lp = jnp.take_along_axis(logp, ys, axis=-1)
     lp_old = jax.lax.stop_gradient(lp)
@@ -78,9 +80,10 @@ def surrogate(logp, ys, rewards, q, log_ref, cfg: EstimatorConfig) -> jax.Array:
     ratio = jnp.exp(lp - lp_old)
     clipped = jnp.clip(ratio, 1 - cfg.clip_eps, 1 + cfg.clip_eps)
     per_sample = jnp.minimum(ratio * adv, clipped * adv)
-    if cfg.beta:
-        per_sample = per_sample - cfg.beta * kl_estimate(lp, jnp.take_along_axis(log_ref, ys, axis=-1),
-                                                         cfg.kl_estimator)
+    if beta is not None or cfg.beta:
+        weight = cfg.beta if beta is None else beta
+        per_sample = per_sample - weight * kl_estimate(lp, jnp.take_along_axis(log_ref, ys, axis=-1),
+                                                       cfg.kl_estimator)
     return jnp.sum(q * jnp.mean(per_sample, axis=-1))
 
 
@@ -89,9 +92,9 @@ def weighted_loglik(logp, ys, weights, q) -> jax.Array:
     return jnp.sum(q * jnp.mean(weights * jnp.take_along_axis(logp, ys, axis=-1), axis=-1))
 
 
-def sampled_gradient(key, log_probs_fn, params, reward, q, log_ref, cfg: EstimatorConfig):
+def sampled_gradient(key, log_probs_fn, params, reward, q, log_ref, cfg: EstimatorConfig, beta=None):
     """One sampled gradient estimate of the (regularized) reward in ``params``: sample with the
     current policy, then differentiate the surrogate."""
     ys = sample_groups(key, jax.lax.stop_gradient(log_probs_fn(params)), cfg.group_size)
     rewards = jnp.take_along_axis(reward, ys, axis=-1)
-    return jax.grad(lambda prm: surrogate(log_probs_fn(prm), ys, rewards, q, log_ref, cfg))(params)
+    return jax.grad(lambda prm: surrogate(log_probs_fn(prm), ys, rewards, q, log_ref, cfg, beta))(params)

@@ -15,7 +15,8 @@ the metric names shared with the LLM runs:
     rl/kl_ref        E_x KL(p ‖ π_ref) for the RL stage's reference
     grad/cos_ce_rl   cos(∇L, ∇J) in the parameters
 
-RL is exact policy gradient (optax) unless ``cfg.rl_estimator`` names a sampled estimator.
+RL is exact policy gradient (optax) unless ``cfg.rl_estimator`` names a sampled estimator; the
+sampled estimators then use the instance's β as the weight of their KL estimator.
 Simplification: the Hessians of the Taylor models are dense ``jax.hessian`` in the flattened
 parameters, fine for the toy sizes (≤ a few hundred parameters).
 """
@@ -93,9 +94,8 @@ def _rl_stage(inst, log_probs_fn, params, log_ref, cfg, key):
         loss = lambda prm: -obj.regularized_objective(log_probs_fn(prm), inst.q, inst.reward, log_ref,
                                                       inst.beta)
         return trainers.minimize(loss, params, optax.sgd(cfg.rl_learning_rate), cfg.rl_steps, metrics)
-    est = dataclasses.replace(cfg.rl_estimator, beta=float(inst.beta))
-    return trainers.sampled_ascent(key, log_probs_fn, params, inst.reward, inst.q, log_ref, est,
-                                   optax.sgd(cfg.rl_learning_rate), cfg.rl_steps, metrics)
+    return trainers.sampled_ascent(key, log_probs_fn, params, inst.reward, inst.q, log_ref, cfg.rl_estimator,
+                                   optax.sgd(cfg.rl_learning_rate), cfg.rl_steps, metrics, beta=inst.beta)
 
 
 def _join(first: dict, second: dict) -> dict[str, jax.Array]:

@@ -73,12 +73,13 @@ def natural_ascent(objective_fn: Callable, log_probs_fn: Callable, params, q: ja
 
 def sampled_ascent(key: jax.Array, log_probs_fn: Callable, params, reward, q, log_ref,
                    cfg: estimators.EstimatorConfig, optimizer: optax.GradientTransformation,
-                   steps: int, metrics_fn: Callable | None = None):
-    """Sampled RL (REINFORCE / RLOO / GRPO per ``cfg``): each step samples fresh groups."""
+                   steps: int, metrics_fn: Callable | None = None, beta=None):
+    """Sampled RL (REINFORCE / RLOO / GRPO per ``cfg``): each step samples fresh groups. ``beta``
+    overrides ``cfg.beta`` as the KL weight (it may be traced)."""
 
     def step(carry, k):
         prm, state = carry
-        grads = estimators.sampled_gradient(k, log_probs_fn, prm, reward, q, log_ref, cfg)
+        grads = estimators.sampled_gradient(k, log_probs_fn, prm, reward, q, log_ref, cfg, beta)
         updates, state = optimizer.update(jax.tree.map(jnp.negative, grads), state, prm)
         prm = optax.apply_updates(prm, updates)
         return (prm, state), (metrics_fn(prm) if metrics_fn else None)
