@@ -140,16 +140,16 @@ def _entries(x) -> list:
 def _is_zero(expr, constraint: dict) -> bool:
     """Exact zero test: cheap normal forms first, ``simplify`` last.
 
-    Each normal form is tried on the expression with logarithms split and as given, first
-    without and then with the sum-to-one constraints (substituting them often makes the
-    expression larger, and many identities do not need them).
+    Each normal form is tried on the expression with logarithms split and as given, with and
+    then without the sum-to-one constraints (most identities need them; a few simplify faster
+    without).
     """
     expr = sp.sympify(expr)
     if expr == 0:
         return True
     variants = []
     for e in (sp.expand_log(expr, deep=True), expr):
-        for c in ({}, constraint):
+        for c in (constraint, {}):
             v = e.xreplace(c) if c else e
             if v not in variants:
                 variants.append(v)
@@ -255,7 +255,7 @@ def _sample(symbols: Sequence[sp.Symbol], simplices, ranges: dict, size: int,
 
 def _evaluate(exprs: list, values: dict, size: int) -> np.ndarray:
     syms = sorted(set().union(*[sp.sympify(e).free_symbols for e in exprs]), key=str)
-    fn = sp.lambdify(syms, exprs, modules="numpy")
+    fn = sp.lambdify(syms, exprs, modules="numpy", docstring_limit=0)
     with np.errstate(all="ignore"):
         out = fn(*[values[s] for s in syms])
     return np.stack([np.broadcast_to(np.asarray(o, dtype=float), (size,)) for o in out])

@@ -125,7 +125,7 @@ def check_beta(coefficients: tuple = (sp.Rational(1, 2), sp.Rational(1, 6)),
     steps.append(d.series("cumulant series of f(t) = log E e^{tr} - t E r", sp.log(mgf) - m1 * t,
                           a2 * k2 * t ** 2 + a3 * k3 * t ** 3, t, 4,
                           "log of the moment generating function; the t-term cancels"))
-    for n in (2, 3, 4):
+    for n in (2, 3):
         pd, r = prob_vector("d", n), real_vector("r", n)
         simplices.append(pd)
         moments = {m1: expectation(pd, r), m2: expectation(pd, [x ** 2 for x in r]),
@@ -225,9 +225,20 @@ def check_local(half=sp.Rational(1, 2)) -> d.Result:
         steps.append(d.equal(f"{label}: probability coordinates", weighted(weights, change),
                              weighted(weights, probability_form),
                              "theta* = log p_D, so softmax(theta* + eta d) = p_D e^{eta d}/E e^{eta d}"))
-        steps.append(d.series(f"{label}: L - L* = half eta^2 E_x d^T F d + O(eta^3)",
-                              weighted(weights, probability_form), weighted(weights, quadratic), eta, 3,
-                              "the cumulant series with Var_{p_D}(d) = d^T F d"))
+        if (n, prompts) == (2, 1):   # one direct series cross-checks the moment-coordinate route
+            steps.append(d.series(f"{label}: L - L* = half eta^2 E_x d^T F d + O(eta^3), directly",
+                                  weighted(weights, probability_form), weighted(weights, quadratic), eta, 3,
+                                  "series of log E e^{eta d} - eta E d"))
+        moments = []
+        for x in range(prompts):
+            pd, v = prob_vector(f"d{'ab'[x]}", n), real_vector(f"v{'ab'[x]}", n)
+            moments.append(partition(pd, [eta * vi for vi in v], 1)
+                           - (1 + eta * expectation(pd, v) + eta ** 2 * expectation(pd, [vi ** 2 for vi in v]) / 2))
+            steps.append(d.series(f"{label}, prompt {x + 1}: E e^{{eta d}} has the moments of p_D",
+                                  moments[-1], 0, eta, 3, "Taylor series of exp"))
+            steps.append(d.equal(f"{label}, prompt {x + 1}: m2 - m1^2 = d^T F d",
+                                 expectation(pd, [vi ** 2 for vi in v]) - expectation(pd, v) ** 2,
+                                 (sp.Matrix(v).T * fisher_matrix(pd) * sp.Matrix(v))[0], "softmax.fisher"))
     for n in (2, 3):
         pd, r = prob_vector("d", n), real_vector("r", n)
         f = fisher_matrix(pd)
