@@ -218,6 +218,6 @@ def test_the_cli_reports_a_bad_checkpoint_in_one_line(saved, tmp_path):
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         code = main(["llm", "eval", "--model", str(bad), "--task", "builtin"])
-    if code != 2 or "model.norm.weight" not in err.getvalue():
-        pytest.skip(f"`coupling llm eval` is not wired to load_pretrained yet: {err.getvalue()!r}")
+    assert code == 2, err.getvalue()
+    assert "model.norm.weight" in err.getvalue() and "is missing" in err.getvalue()
     assert len(err.getvalue().strip().splitlines()) == 1
