@@ -116,7 +116,8 @@ def check_duration(t_star: Callable = optimal_duration, stated: str = "0.4902") 
     best = t_star(mu, lam_w, Ls, ell)
     example = {mu: sp.Rational(1, 2), lam_w: sp.Rational(3, 10), Ls: 2, ell: sp.Rational(3, 2)}
     steps = [
-        d.equal("stationary at T*", sp.diff(objective, T).subs(T, best), 0, "x = e^{-mu T*} = c/(1 + c), c = lambda_w L_s ell/mu^2"),
+        d.equal("stationary at T*", sp.diff(objective, T).subs(T, best), 0,
+                "x = e^{-mu T*} = c/(1 + c), c = lambda_w L_s ell/mu^2"),
         d.at_least("concave at T*", 0, sp.diff(objective, T, 2).subs(T, best), "a maximum, not a minimum"),
         d.at_least("T* beats every other duration", objective.subs(T, best), objective,
                    "the objective at random T"),
@@ -201,7 +202,8 @@ def check_topk(bound: Callable = lambda lam_k, top_mass: lam_k * top_mass / 2) -
                       (m2 - m1 ** 2) * eta ** 2 / 2, eta, 3, "thm31.local in cumulant coordinates; Var = g^T F g")]
     for k in (1, 2, 3):
         top_mass = sum(gi ** 2 for gi in gs[:k])
-        steps.append(d.nonnegative(f"k={k}: g^T H g / 2 - bound >= 0", sp.expand(quad / 2 - bound(lam[k - 1], top_mass)),
+        steps.append(d.nonnegative(f"k={k}: g^T H g / 2 - bound >= 0",
+                                   sp.expand(quad / 2 - bound(lam[k - 1], top_mass)),
                                    "sum_{i<=k} (lambda_i - lambda_k) g_i^2 + sum_{i>k} lambda_i g_i^2 >= 0"))
         steps.append(d.at_least(f"k={k}: numerically", quad / 2, bound(lam[k - 1], top_mass), "random spectra"))
     return d.verify("spectral.topk", steps, ranges={m1: (-1, 1), m2: (0, 2)})
