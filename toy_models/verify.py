@@ -3,7 +3,8 @@
     coupling verify [--json] [--only ID ...] [--junit FILE]
 
 One row per claim ID, in THEORY.md order, printed as soon as the claim is done: ID, label,
-symbolic status, numeric status, seconds; then a summary line. Status values are ``pass``,
+symbolic status, numeric status, seconds (the claim's symbolic plus numeric check time; the two
+columns run in parallel, so the rows add up to more than the wall time); then a summary line. Status values are ``pass``,
 ``fail`` and ``n/a``; for the [refuted] claim, ``pass`` means the counterexample was reproduced.
 
 - Symbolic column: ``theory.catalogue.CLAIMS[i].symbolic()``.
