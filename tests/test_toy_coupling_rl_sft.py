@@ -80,3 +80,15 @@ def test_local_changes_match_a_small_sft_step(inst):
     assert d_obj <= 0
     assert_allclose(m_obj, d_obj, rtol=2e-2, atol=1e-9 * scale * eta**2)
     assert_allclose(m_rew, d_rew, rtol=2e-2, atol=1e-2 * eta**2 * scale)
+
+
+_step_vs_autodiff = jax.jit(lambda inst, eta: (
+    rls.sft_step_from_optimum(inst, eta),
+    jax.nn.log_softmax(rls.rl_optimum(inst) - eta * jax.grad(
+        lambda th: obj.sft_loss(jax.nn.log_softmax(th, -1), inst.q, inst.expert))(rls.rl_optimum(inst)), -1)))
+
+
+@given(inst=instances())
+def test_sft_step_is_a_gradient_step_on_the_sft_loss(inst):
+    closed, autodiff = _step_vs_autodiff(inst, 0.7)
+    assert_allclose(closed, autodiff, rtol=1e-12, atol=1e-13)

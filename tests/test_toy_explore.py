@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+from numpy.testing import assert_allclose
 
 from toy_models import explore
 from toy_models.margins import MARGINS
@@ -38,3 +39,14 @@ def jax_tree_expand(inst):
 def test_no_counterexample_to_a_true_claim():
     res = explore.search("thm41.gibbs", seed=0, budget=1024)
     assert not res.found and res.tried == 1024 + explore.REFINE and res.best_margin >= 0
+
+
+def test_shrink_keeps_only_what_still_violates():
+    from toy_models.instance import make_instance
+    # a synthetic claim violated iff some prompt's expert puts > 0.4 on response 0: only prompt 1
+    # does (0.4213), and rounding to one decimal would lose it, to two would not
+    margin = lambda c: 0.4 - jnp.max(c.expert[:, 0])
+    inst = make_instance([0.5, 0.5], [[0.3117, 0.6883], [0.4213, 0.5787]], [[0.1234, 0.0], [0.3456, 0.0]], 0.37)
+    out = explore.shrink(margin, inst)
+    assert out.q.shape == (1,) and float(margin(out)) < 0
+    assert_allclose(np.asarray(out.expert), [[0.42, 0.58]], rtol=0, atol=1e-12)

@@ -43,3 +43,15 @@ def test_kantorovich_bound_is_attained(kappa):
     h = jnp.diag(jnp.asarray([1.0, kappa]))
     d = jnp.asarray([np.sqrt(kappa), 1.0])
     assert_allclose(float(land.cosine(d, h @ d)), float(land.kantorovich_bound(kappa)), rtol=1e-10)
+
+
+def test_bounds_are_tight_for_an_isotropic_landscape():
+    # A = μI, B = L_s I: the flow moves straight to a, and every bound holds with equality.
+    mu, ls, t = 0.7, 2.0, 1.3
+    quad = land.Quadratic(a=jnp.asarray([1.0, -2.0, 0.5]), A=mu * jnp.eye(3), theta0=jnp.zeros(3), B=ls * jnp.eye(3))
+    theta = quad.flow(t)
+    assert_allclose(-float(quad.reward(theta)), float(land.rate_bound(quad.mu, quad.delta0, t)), rtol=1e-12)
+    assert_allclose(float(jnp.linalg.norm(theta - quad.theta0)),
+                    float(land.displacement_bound(quad.mu, quad.ell, quad.delta0, t)), rtol=1e-12)
+    assert_allclose(float(quad.sft_excess(theta)),
+                    float(land.degradation_bound(quad.mu, quad.ell, quad.smooth_sft, quad.delta0, t)), rtol=1e-12)
