@@ -5,6 +5,7 @@ from __future__ import annotations
 import sympy as sp
 
 from theory import rl_then_sft as m
+from theory.symbols import nonneg_vector
 
 
 def test_all_hold():
@@ -30,7 +31,7 @@ def test_local_rejects_a_wrong_power_of_q():
 
 def test_argmax_rejects_the_full_reward_range_as_the_gap():
     # Using max r - min r instead of the gap delta to the best non-optimal response is not a lower bound.
-    e = sp.Symbol("e3", nonnegative=True)
+    e = nonneg_vector("e", 3)[2]
     result = m.check_argmax(bound=lambda gap, mass_off: (gap + e) * mass_off)
     assert not result.ok
     assert "bound = sum" in result.failed.name

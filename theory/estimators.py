@@ -24,7 +24,8 @@ import sympy as sp
 from theory import derivation as d
 from theory.objectives import kl
 from theory.softmax import fisher_matrix
-from theory.symbols import eps, prob_vector, real_vector
+from theory.symbols import (adv, eps, logp, logp_old, prob_vector, real_vector, ref_logp, seq_adv, seq_weight,
+                            token_logp, token_old, xk)
 
 
 def _group_expectation(p, advantage: Callable) -> sp.Matrix:
@@ -85,7 +86,7 @@ def check_baseline(factor: Callable = lambda g: 1 - sp.Integer(1) / g) -> d.Resu
 
 def check_onpolicy(gradient: Callable = lambda adv, clip: adv) -> d.Result:
     """At ratio 1 the clipped GRPO gradient is A grad log p (``gradient(A, eps)`` is the claim)."""
-    logp, old, adv = sp.symbols("logp logp_old A", real=True)
+    old = logp_old
     ratio = sp.exp(logp - old)
     clipped = sp.Max(sp.Min(ratio, 1 + eps), 1 - eps)
     objective = sp.Min(ratio * adv, clipped * adv)
@@ -103,10 +104,7 @@ def check_onpolicy(gradient: Callable = lambda adv, clip: adv) -> d.Result:
     ]
     # Aggregation: sum_i w_i sum_t rho_it A_i has gradient w_i A_i in logp_it at ratio 1, the gradient
     # of the weighted log-likelihood sum_i w_i A_i sum_t logp_it (w_i: 1/(G |y_i|) or 1/sum|y|, ...).
-    lp = sp.symbols("l1:4", real=True)
-    lo = sp.symbols("o1:4", real=True)
-    ws = sp.symbols("w1:3", positive=True)
-    advs = sp.symbols("A1:3", real=True)
+    lp, lo, ws, advs = token_logp, token_old, seq_weight, seq_adv
     token_of = (0, 0, 1)                 # sequence 1 has two tokens, sequence 2 one
     surrogate = sum(ws[token_of[k]] * advs[token_of[k]] * sp.exp(lp[k] - lo[k]) for k in range(3))
     likelihood = sum(ws[token_of[k]] * advs[token_of[k]] * lp[k] for k in range(3))
@@ -134,8 +132,7 @@ def check_k3(k3: Callable = k3_estimator) -> d.Result:
         steps.append(d.equal(f"n={n}: E_p[k1] = KL(p || ref)",
                              sum(pi * (sp.log(pi) - sp.log(ri)) for pi, ri in zip(p, ref)), kl(p, ref),
                              "the definition of KL"))
-    logp, ref = sp.symbols("logp ref", real=True)
-    x = sp.Symbol("x", real=True)
+    ref, x = ref_logp, xk
     steps += [
         d.at_least("k3 >= 0 pointwise", k3(logp, ref), 0, "e^x >= 1 + x (convexity)"),
         d.equal("e^x - x - 1 is stationary at x = 0", sp.diff(sp.exp(x) - x - 1, x).subs(x, 0), 0,

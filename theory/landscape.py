@@ -22,13 +22,9 @@ from typing import Callable
 import sympy as sp
 
 from theory import derivation as d
-from theory.symbols import (Delta0, Lnorm, Ls, T, cosphi, ell, eta, gap, gnorm, kappa, lam_w, m1, m2, mu,
-                            muL, s, w)
-
-c1, c2 = sp.symbols("c1 c2", real=True)                 # theta_0 - theta_J* in J's eigenbasis
-spread = sp.Symbol("k", nonnegative=True)               # ell - mu
-phi = sp.Symbol("phi", real=True)                       # rotation of L's eigenbasis
-aspect = sp.Symbol("a_L", positive=True)                # lambda_min(L) / L_s, in (0, 1]
+from theory.symbols import (Delta0, Lnorm, Ls, T, aspect, c1, c2, cosphi, direction, direction3, eig_min,
+                            eig_steps, ell, eta, gap, gnorm, kappa, lam_w, m1, m2, mu, muL, phi, point, s,
+                            spread, topk_g, topk_z, w)
 
 
 def _quadratic_flow():
@@ -136,7 +132,7 @@ def check_threshold(threshold: Callable = pl_threshold) -> d.Result:
     descent_bound = eta * (-cosphi * Lnorm * gnorm) + Ls * eta ** 2 * gnorm ** 2 / 2
     boundary = (Ls * eta * gnorm / (2 * cosphi)) ** 2 / (2 * muL)
     # A 2-D quadratic L = (h1 x1^2 + h2 x2^2)/2, h1 = L_s >= h2 = mu_L; a point x and an RL direction g.
-    x1, x2, g1, g2 = sp.symbols("x1 x2 g1 g2", real=True)
+    (x1, x2), (g1, g2) = point, direction
     h1, h2 = Ls, Ls * aspect
     loss = lambda a, b: (h1 * a ** 2 + h2 * b ** 2) / 2  # noqa: E731
     grad = (h1 * x1, h2 * x2)
@@ -165,14 +161,14 @@ def kantorovich_bound(cond):
 
 def check_kantorovich(bound: Callable = kantorovich_bound) -> d.Result:
     """cos(delta, H delta) >= 2 sqrt(kappa)/(1 + kappa) on the range of H."""
-    b = sp.Symbol("b", positive=True)
+    b = eig_min
     a = (1 + kappa) * b                                  # largest eigenvalue, kappa' = 1 + kappa >= 1
     cond = a / b
     cos_sq = (a * w + b * (1 - w)) ** 2 / (a ** 2 * w + b ** 2 * (1 - w))   # w = squared weight on a
     w_star = b / (a + b)
     # 3-D: eigenvalues b <= b + y1 <= b + y1 + y2, any delta.
-    y1, y2 = sp.symbols("y1 y2", nonnegative=True)
-    d1, d2, d3 = sp.symbols("delta1 delta2 delta3", real=True)
+    y1, y2 = eig_steps
+    d1, d2, d3 = direction3
     lam = (b, b + y1, b + y1 + y2)
     dd = (d1, d2, d3)
     num = sum(li * di ** 2 for li, di in zip(lam, dd))
@@ -193,8 +189,7 @@ def check_topk(bound: Callable = lambda lam_k, top_mass: lam_k * top_mass / 2) -
 
     ``bound(lambda_k, rho ||g||^2)`` is the claimed lower bound on g^T H g / 2.
     """
-    gs = sp.symbols("g1:5", real=True)
-    z = sp.symbols("z1:5", nonnegative=True)
+    gs, z = topk_g, topk_z
     lam = [sum(z[i:]) for i in range(4)]                  # lambda_1 >= ... >= lambda_4 >= 0
     quad = sum(li * gi ** 2 for li, gi in zip(lam, gs))   # g^T H g in H's eigenbasis
     mgf = 1 + m1 * eta + m2 * eta ** 2 / 2

@@ -26,8 +26,8 @@ from theory import derivation as d
 from theory.objectives import (covariance, expectation, exp_tilt, kl, partition, reward,
                                regularized_objective, tilt, variance, weighted)
 from theory.softmax import fisher_matrix
-from theory.symbols import (beta, delta, eta, m1, m2, m3, mr, mrw, mw, nonneg_vector, positive_vector,
-                            prob_vector, q, real_vector, t)
+from theory.symbols import (beta, c, delta, eta, m1, m2, m3, mr, mrw, mw, nonneg_vector, positive_vector,
+                            prob_vector, q, real_vector, rmin, rstar, t)
 
 
 def check_gibbs(drop: Callable = lambda b, kl_value: b * kl_value,
@@ -124,7 +124,6 @@ def check_local(hessian_sign=-1, coefficient=sp.Rational(-1, 2), q_power=3) -> d
 def check_argmax(bound: Callable = lambda gap, mass_off: gap * mass_off) -> d.Result:
     """J(p_RL) - J(p_D) >= E_x[delta (1 - p_D(A_x))]; ``bound(delta, 1 - p_D(A))`` is the claim."""
     steps, simplices = [], []
-    rstar = sp.Symbol("rstar", real=True)
     for n, size_a in ((3, 1), (4, 2)):
         pd = prob_vector("d", n)
         extra = nonneg_vector("e", n)
@@ -161,7 +160,7 @@ def check_argmax(bound: Callable = lambda gap, mass_off: gap * mass_off) -> d.Re
 def check_pinsker(bound: Callable = lambda spread, kl_value: spread * sp.sqrt(kl_value / 2)) -> d.Result:
     """|J(p) - J(p')| <= Delta r E_x TV <= Delta r sqrt(E_x KL/2); ``bound(Delta r, E KL)`` is the claim."""
     steps, simplices = [], []
-    rmin, cc = sp.Symbol("rmin", real=True), sp.Symbol("c", real=True)
+    cc = c
     for n, prompts in ((2, 1), (3, 1), (3, 2)):
         weights = (sp.Integer(1),) if prompts == 1 else prob_vector("q", 2)
         simplices += [weights] if prompts > 1 else []

@@ -26,8 +26,8 @@ import sympy as sp
 from theory import derivation as d
 from theory.objectives import (expectation, exp_tilt, kl, partition, sft_loss, third_cumulant,
                                tilt, variance, weighted)
-from theory.symbols import (beta, c, eta, m1, m2, m3, positive_vector, prob_vector, q, real_vector,
-                            t)
+from theory.symbols import (beta, c, eta, gap_off, m1, m2, m3, m_D, positive_vector, prob_vector, q,
+                            real_vector, rstar, t)
 from theory.softmax import fisher_matrix
 
 CONFIGS = ((2, 1), (3, 1), (4, 1), (3, 2))   # (responses n, prompts)
@@ -167,7 +167,6 @@ def check_beta(coefficients: tuple = (sp.Rational(1, 2), sp.Rational(1, 6)),
         steps.append(d.at_least(f"n={n}: C1 decreasing in beta", -sp.diff(c1_rhs(pd, r, beta), beta), 0,
                                 "dC1/dbeta = -f'(1/beta)/beta^2 and f' >= 0 since f'' >= 0, f'(0) = 0"))
     # Small beta, in gap coordinates r_y = r* - g_y: A = {1} and A = {1, 2}.
-    rstar = sp.Symbol("rstar", real=True)
     gaps = positive_vector("g", 3)
     for label, gap_vec in (("A = {1}", (0, gaps[1], gaps[2])), ("A = {1,2} (tie)", (0, 0, gaps[2]))):
         pd = prob_vector("d", 3)
@@ -285,15 +284,14 @@ def check_threshold(var_coefficient=sp.Rational(1, 2),
                              weighted(weights, change), weighted(weights, via_identity),
                              "thm31.identity: Delta L < 0 iff the threshold inequality holds"))
     # Large beta: beta * Delta L = (E_SFT r - E_D r) + Var_SFT(r)/(2 beta) + O(beta^-2).
-    m_d = sp.Symbol("m_D", real=True)
+    m_d = m_D
     mgf = 1 + m1 * t + m2 * t ** 2 / 2
     steps.append(d.series("large beta: Delta L in moment coordinates", sp.log(mgf) - t * m_d,
                           t * (m1 - m_d) + var_coefficient * (m2 - m1 ** 2) * t ** 2, t, 3,
                           "so Delta L < 0 iff E_D r - E_SFT r > Var_SFT(r)/(2 beta) + O(beta^-2)"))
     # Reward-maximal expert (supported where r = r*): Delta L = log E_SFT e^{-t g} <= 0.
     s3, g3 = prob_vector("s", 3), prob_vector("h", 2)
-    gap = sp.Symbol("g3", positive=True)
-    rstar = sp.Symbol("rstar", real=True)
+    gap = gap_off
     simplices += [s3, g3]
     r = (rstar, rstar, rstar - gap)
     delta_l = identity_rhs(s3, (g3[0], g3[1], 0), r, beta)

@@ -49,6 +49,35 @@ lam_a, lam_b = sp.symbols("lambda_a lambda_b", positive=True)   # two eigenvalue
 w = sp.Symbol("w", positive=True)                # a squared direction component in (0, 1)
 
 
+# Rewards in gap coordinates (THEORY.md §3-§4: the argmax set A_x).
+rstar = sp.Symbol("r_star", real=True)           # the largest reward on a support
+rmin = sp.Symbol("r_min", real=True)             # the smallest reward
+m_D = sp.Symbol("m_D", real=True)                # E_{p_D} r
+gap_off = sp.Symbol("g_off", positive=True)      # reward gap of the one response off the argmax
+
+# Landscape instances (theory.landscape): a 2-D quadratic J and L, and test spectra.
+c1, c2 = sp.symbols("c1 c2", real=True)          # theta_0 - theta_J* in J's eigenbasis
+spread = sp.Symbol("k", nonnegative=True)        # ell - mu
+phi = sp.Symbol("phi", real=True)                # rotation of L's eigenbasis
+aspect = sp.Symbol("a_L", positive=True)         # lambda_min(L) / L_s, in (0, 1]
+point = sp.symbols("theta1 theta2", real=True)   # a point, relative to L's minimizer
+direction = sp.symbols("d1 d2", real=True)       # an RL direction
+eig_min = sp.Symbol("b", positive=True)          # smallest non-zero eigenvalue
+eig_steps = sp.symbols("y1 y2", nonnegative=True)          # gaps between sorted eigenvalues
+direction3 = sp.symbols("delta1:4", real=True)             # a 3-D direction
+topk_g = sp.symbols("g1:5", real=True)                     # a 4-D direction in H's eigenbasis
+topk_z = sp.symbols("z1:5", nonnegative=True)              # lambda_i = z_i + ... + z_4
+
+# Estimators (THEORY.md §6).
+logp, logp_old, adv = sp.symbols("logp logp_old A", real=True)
+ref_logp = sp.Symbol("ref", real=True)           # log pi_ref(y)
+xk = sp.Symbol("x", real=True)                   # ref - logp
+token_logp = sp.symbols("l1:4", real=True)       # three tokens' log-probabilities
+token_old = sp.symbols("o1:4", real=True)        # ... and their values at sampling time
+seq_weight = sp.symbols("w1:3", positive=True)   # aggregation weights of two sequences
+seq_adv = sp.symbols("A1:3", real=True)          # their advantages
+
+
 def prob_vector(name: str, n: int) -> tuple[sp.Symbol, ...]:
     """n positive symbols ``name{n}_1..name{n}_n`` for one probability vector; their sum is 1.
 
