@@ -83,14 +83,20 @@ def read_safetensors_header(path: Path) -> tuple[dict, int]:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise InputError(f"{path}: corrupt safetensors header") from None
+    if not isinstance(header, dict):
+        raise InputError(f"{path}: corrupt safetensors header (not a JSON object)")
     header.pop("__metadata__", None)
     data_start = 8 + n
     for name, info in header.items():
-        dt = _DTYPES.get(info.get("dtype"))
+        try:
+            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+            count = int(np.prod([int(d) for d in shape], dtype=np.int64))
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{path}: corrupt safetensors header entry for tensor {name!r}") from None
+        dt = _DTYPES.get(dtype)
         if dt is None:
-            raise InputError(f"{path}: tensor {name!r} has unsupported dtype {info.get('dtype')!r}")
-        begin, end = info["data_offsets"]
-        if end - begin != dt.itemsize * int(np.prod(info["shape"], dtype=np.int64)):
+            raise InputError(f"{path}: tensor {name!r} has unsupported dtype {dtype!r}")
+        if not 0 <= begin <= end or end - begin != dt.itemsize * count:
             raise InputError(f"{path}: tensor {name!r}: byte range does not match its shape")
         if data_start + end > size:
             raise InputError(f"{path}: truncated safetensors file: tensor {name!r} ends at byte "
@@ -147,7 +153,9 @@ def _tensor_files(folder: Path) -> dict[str, Path]:
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise InputError(f"{index}: not a safetensors index (needs a 'weight_map')") from None
+            weight_map = None
+        if not isinstance(weight_map, dict):
+            raise InputError(f"{index}: not a safetensors index (needs a 'weight_map' object)")
         for name, file in weight_map.items():
             if not (folder / file).is_file():
                 raise InputError(f"{index}: tensor {name!r} is in {file!r}, which does not exist")

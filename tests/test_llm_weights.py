@@ -191,6 +191,19 @@ def test_truncated_file_is_reported(saved, tmp_path):
         load_pretrained(tmp_path)
 
 
+def test_corrupt_header_and_index_are_reported(saved, tmp_path):
+    _, folder = saved
+    (tmp_path / "config.json").write_text((folder / "config.json").read_text())
+    header = json.dumps({"model.norm.weight": {"dtype": "F32", "shape": [32]}}).encode()
+    (tmp_path / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(InputError, match="corrupt safetensors header entry for tensor "
+                                         "'model.norm.weight'"):
+        load_pretrained(tmp_path)
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": [1]}))
+    with pytest.raises(InputError, match="index.json: not a safetensors index"):
+        load_pretrained(tmp_path)
+
+
 def test_bad_config_is_reported(saved, tmp_path):
     _, folder = saved
     (tmp_path / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
