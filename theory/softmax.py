@@ -42,6 +42,11 @@ def _softmax(u: Sequence[sp.Symbol]) -> list:
     return [ui / total for ui in u]
 
 
+def _log_softmax(u: Sequence[sp.Symbol]) -> list:
+    """log softmax(theta)_i = theta_i - log sum_j e^{theta_j}, with theta_i = log u_i."""
+    return [sp.log(ui) - sp.log(sum(u)) for ui in u]
+
+
 def check_fisher(hessian: Callable[[Sequence], sp.Matrix] = fisher_matrix,
                  sizes: Sequence[int] = (2, 3, 4)) -> d.Result:
     """softmax.fisher: grad L = q(p - p_D), Hessian q F free of p_D, F = sum of squares, PSD."""
@@ -53,7 +58,7 @@ def check_fisher(hessian: Callable[[Sequence], sp.Matrix] = fisher_matrix,
         P = prob_vector("p", n)
         v = real_vector("v", n)
         simplices += [pd, P]
-        loss = q * sum(-pd[i] * sp.log(p[i]) for i in range(n))
+        loss = q * sum(-pd[i] * lp for i, lp in enumerate(_log_softmax(u)))
         grad = sp.Matrix([logit_derivative(loss, u, j) for j in range(n)])
         steps.append(d.equal(f"n={n}: gradient", grad, q * (sp.Matrix(p) - sp.Matrix(pd)),
                              "d(-log p_i)/d theta_j = p_j - [i=j]; sum_i p_D,i = 1"))
@@ -90,8 +95,8 @@ def check_fisher(hessian: Callable[[Sequence], sp.Matrix] = fisher_matrix,
     d1, d2, qq = prob_vector("d", 2), prob_vector("e", 2), prob_vector("q", 2)
     simplices += [d1, d2, qq]
     p1, p2 = _softmax(u1), _softmax(u2)
-    loss = (qq[0] * sum(-d1[i] * sp.log(p1[i]) for i in range(2))
-            + qq[1] * sum(-d2[i] * sp.log(p2[i]) for i in range(2)))
+    loss = (qq[0] * sum(-d1[i] * lp for i, lp in enumerate(_log_softmax(u1)))
+            + qq[1] * sum(-d2[i] * lp for i, lp in enumerate(_log_softmax(u2))))
     uu = list(u1) + list(u2)
     grad = sp.Matrix([logit_derivative(loss, uu, j) for j in range(4)])
     steps.append(d.equal("2 prompts: gradient", grad,
