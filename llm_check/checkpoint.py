@@ -90,6 +90,8 @@ def load_checkpoint(path: str, templates: dict) -> tuple[dict, dict]:
                 raise InputError(f"{file}: tensor {key} is missing")
             x = stored.pop(key)
             like = np.asarray(like)
+            if like.shape == () and x.shape == (1,):  # safetensors stores scalars as [1]
+                x = x.reshape(())
             if x.shape != like.shape or x.dtype != like.dtype:
                 raise InputError(f"{file}: tensor {key} has shape {x.shape} {x.dtype}, expected "
                                  f"{like.shape} {like.dtype}")
@@ -113,9 +115,14 @@ def latest_checkpoint(root: str) -> tuple[str, int] | None:
 
 
 def prune_checkpoints(root: str, keep: int = 1) -> None:
-    """Delete all but the newest ``keep`` step folders under ``root``."""
+    """Keep the newest ``keep`` complete step folders under ``root``; delete older ones (complete or not)."""
     if not os.path.isdir(root):
         return
     steps = sorted(int(m.group(1)) for n in os.listdir(root) if (m := _STEP_DIR.match(n)))
-    for s in steps[:-keep] if keep else steps:
-        shutil.rmtree(step_dir(root, s), ignore_errors=True)
+    complete = [s for s in steps if os.path.isfile(os.path.join(step_dir(root, s), "meta.json"))]
+    if len(complete) <= keep:
+        return
+    oldest_kept = complete[-keep] if keep else max(steps) + 1
+    for s in steps:
+        if s < oldest_kept:
+            shutil.rmtree(step_dir(root, s), ignore_errors=True)

@@ -106,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--top-p", type=float, default=d.grpo.top_p)
     run.add_argument("--eval-every", type=int, default=d.eval_every)
     run.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
+    run.add_argument("--local-steps", type=int, default=d.local_steps,
+                     help="local theory on RL steps 1..N and every eval step (-1: every step)")
     run.add_argument("--no-local-theory", action="store_true",
                      help="skip the per-step second-order prediction (an HVP per RL step)")
 
@@ -151,7 +153,7 @@ def config_from_args(a) -> "RunConfig":  # noqa: F821
         sft_optim=OptimConfig(lr=a.sft_lr, schedule=a.sft_schedule, total_steps=a.sft_steps, **opt),
         rl_steps=a.rl_steps, rl_optim=OptimConfig(lr=a.rl_lr, total_steps=a.rl_steps, **opt),
         grpo=grpo, eval_every=a.eval_every, ckpt_every=a.ckpt_every, chunk_size=a.chunk_size,
-        local_theory=not a.no_local_theory, mesh=a.mesh)
+        local_theory=not a.no_local_theory, local_steps=a.local_steps, mesh=a.mesh)
     return cfg.validate()
 
 

@@ -236,7 +236,7 @@ def make_grpo_step(graphdef, rest, optimizer, cfg: GRPOConfig, *, chunk_size: in
         (_, metrics), grads = grad_fn(params, tokens, attn, cmask, old_logp, ref_logp, adv)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         return params, opt_state, metrics, grads
 
     return step

@@ -8,7 +8,7 @@
   prediction should shrink linearly with the step size (``lr_sweep`` in the pipeline checks this).
 - ``tree_cos``: cos(grad CE, grad J), the gradient misalignment; grad J is GRPO's on-policy
   estimate (minus the gradient of the GRPO loss) on the step's rollouts.
-- ``heldout_ce_fn``: CE on held-out expert responses as a function of the params: the mean over
+- ``heldout_ce``: CE on held-out expert responses as a function of the params: the mean over
   responses of -log p(y|x) (nats per response, summed over the completion tokens and <|im_end|>),
   which is THEORY.md's L and what ``sft/ce_heldout`` reports.
 
@@ -41,14 +41,10 @@ def tree_cos(a, b) -> jax.Array:
     return tree_vdot(a, b) / jnp.maximum(na * nb, 1e-30)
 
 
-def heldout_ce_fn(graphdef, rest, tokens, attn, cmask, *, chunk_size: int = 64):
-    """params -> mean over held-out responses of -log p(y|x) (nats per response)."""
-
-    def ce(params):
-        nll, _ = nll_sums(graphdef, params, rest, tokens, attn, cmask, chunk_size)
-        return nll.mean()
-
-    return ce
+def heldout_ce(graphdef, rest, params, tokens, attn, cmask, *, chunk_size: int = 64):
+    """Mean over held-out responses of -log p(y|x) (nats per response) at ``params``."""
+    nll, _ = nll_sums(graphdef, params, rest, tokens, attn, cmask, chunk_size)
+    return nll.mean()
 
 
 def local_ce_prediction(ce, params, delta):

@@ -54,7 +54,7 @@ from llm_check import data as data_mod
 from llm_check.grpo import (GRPOConfig, decode_completions, group_advantages,
                             make_completion_logprobs, make_grpo_step, reward_stats, rollout,
                             sequence_inputs)
-from llm_check.metrics import (heldout_ce_fn, local_ce_prediction, relative_error, tree_cos,
+from llm_check.metrics import (heldout_ce, local_ce_prediction, relative_error, tree_cos,
                                tree_sub, tree_vdot)
 from llm_check.rewards import task_rewards
 from llm_check.sft import OptimConfig, make_optimizer, make_sft_step, split_model, stack_micro
@@ -81,25 +81,26 @@ class RunConfig:
     eps: float = 0.2
     max_operand: int = 4
     n_train: int = 512
-    n_heldout: int = 128
+    n_heldout: int = 64
     heldout_fraction: float = 0.1
     eval_rows: int = 0  # 0 = every held-out row
-    eval_samples: int = 4  # sampled completions per held-out prompt for the rewards
+    eval_samples: int = 8  # sampled completions per held-out prompt for the rewards
     base_steps: int = 60
     base_p_correct: float = 0.5
     init_std: float = 0.1  # tiny model only: random init std (0.02 leaves it on a long plateau)
     base_optim: OptimConfig = OptimConfig(lr=3e-3, total_steps=60)
-    sft_steps: int = 200
+    sft_steps: int = 150
     sft_batch: int = 32
     grad_accum: int = 1
-    sft_optim: OptimConfig = OptimConfig(lr=3e-3, schedule="cosine", total_steps=200)
-    rl_steps: int = 80
-    rl_optim: OptimConfig = OptimConfig(lr=2e-3, total_steps=80)
+    sft_optim: OptimConfig = OptimConfig(lr=3e-3, schedule="cosine", total_steps=150)
+    rl_steps: int = 40
+    rl_optim: OptimConfig = OptimConfig(lr=3e-3, total_steps=40)
     grpo: GRPOConfig = GRPOConfig()
-    eval_every: int = 10
+    eval_every: int = 25
     ckpt_every: int = 25
     chunk_size: int = 64
     local_theory: bool = True
+    local_steps: int = 10  # local theory on RL steps 1..N and every eval step; -1 = every step
     mesh: str | None = None
 
     def validate(self) -> "RunConfig":
@@ -118,6 +119,8 @@ class RunConfig:
                 raise InputError(f"setting {name}={getattr(self, name)}: must be >= 1")
         if self.eval_samples < 1:
             raise InputError(f"setting eval_samples={self.eval_samples}: must be >= 1")
+        if self.local_steps < -1:
+            raise InputError(f"setting local_steps={self.local_steps}: must be >= -1")
         if self.eval_rows < 0:
             raise InputError(f"setting eval_rows={self.eval_rows}: must be >= 0")
         if self.sft_batch % self.grad_accum:
@@ -209,15 +212,34 @@ def build_context(cfg: RunConfig, seed: int, loaded=None) -> tuple[Context, obje
         heldout=tuple(jnp.asarray(x) for x in (held.tokens, held.attention_mask,
                                                held.completion_mask)),
         rewards=task_rewards(task.answer_pattern))
-    ce = heldout_ce_fn(graphdef, rest, *ctx.heldout, chunk_size=cfg.chunk_size)
+    chunk = cfg.chunk_size
+
+    def ce(p, *held):
+        return heldout_ce(graphdef, rest, p, *held, chunk_size=chunk)
+
+    def local(p, d, *held):
+        return local_ce_prediction(lambda q: ce(q, *held), p, d)
+
     ctx.fns = {
-        "ce": jax.jit(ce),
-        "local": jax.jit(lambda p, d: local_ce_prediction(ce, p, d)),
-        "logp": make_completion_logprobs(graphdef, rest, chunk_size=cfg.chunk_size),
-        "cos": jax.jit(tree_cos),
-        "dot": jax.jit(tree_vdot),
+        "ce": _cached(("ce", graphdef, chunk), lambda: jax.jit(ce)),
+        "local": _cached(("local", graphdef, chunk), lambda: jax.jit(local)),
+        "logp": _cached(("logp", graphdef, chunk),
+                        lambda: make_completion_logprobs(graphdef, rest, chunk_size=chunk)),
+        "cos": _cached(("cos",), lambda: jax.jit(tree_cos)),
+        "dot": _cached(("dot",), lambda: jax.jit(tree_vdot)),
     }
     return ctx, params
+
+
+# Jitted functions, shared by every stage and seed with the same model structure and settings, so
+# each compiles once per run. (The model's non-Param state is empty, so closing over it is safe.)
+_JIT: dict = {}
+
+
+def _cached(key, build):
+    if key not in _JIT:
+        _JIT[key] = build()
+    return _JIT[key]
 
 
 def _key(seed: int, stage: str, step: int) -> jax.Array:
@@ -245,7 +267,7 @@ def evaluate(ctx: Context, params, ref_params, kl_name: str) -> dict:
     ans = [a for a in ctx.eval_answers for _ in range(n)]
     reward = float(np.mean(strict(None, texts, answer=ans)))
     return {
-        "sft/ce_heldout": float(ctx.fns["ce"](params)),
+        "sft/ce_heldout": float(ctx.fns["ce"](params, *ctx.heldout)),
         "rl/reward": reward,
         "rl/reward_robust": float(np.mean(robust(None, texts, answer=ans))),
         "rl/format": float(np.mean(fmt(None, texts, answer=ans))),
@@ -257,9 +279,13 @@ def evaluate(ctx: Context, params, ref_params, kl_name: str) -> dict:
 
 # --------------------------------------------------------------------------- one step of each kind
 
-def sft_step_fn(ctx: Context, source: data_mod.TokenBatch, optimizer, stage: str):
-    step = make_sft_step(ctx.graphdef, ctx.rest, optimizer, chunk_size=ctx.cfg.chunk_size)
+def sft_step_fn(ctx: Context, source: data_mod.TokenBatch, optimizer, stage: str, optim_key=None):
+    """One SFT step on rows of ``source``; ``optim_key`` (hashable) shares the compiled step."""
     cfg = ctx.cfg
+    build = lambda: make_sft_step(ctx.graphdef, ctx.rest, optimizer,  # noqa: E731
+                                  chunk_size=cfg.chunk_size)
+    step = build() if optim_key is None else _cached(("sft", ctx.graphdef, optim_key,
+                                                      cfg.chunk_size), build)
 
     def run(params, opt_state, k: int):
         idx = data_mod.batch_indices(len(source), cfg.sft_batch, ctx.seed * 7919 + STAGE_IDS[stage],
@@ -271,10 +297,13 @@ def sft_step_fn(ctx: Context, source: data_mod.TokenBatch, optimizer, stage: str
     return run
 
 
-def rl_step_fn(ctx: Context, optimizer, ref_params):
+def rl_step_fn(ctx: Context, optimizer, ref_params, optim_key=None):
     """One GRPO step: sample G completions per prompt, score, mu inner updates, local theory."""
     cfg, g = ctx.cfg, ctx.cfg.grpo
-    train_step = make_grpo_step(ctx.graphdef, ctx.rest, optimizer, g, chunk_size=cfg.chunk_size)
+    build = lambda: make_grpo_step(ctx.graphdef, ctx.rest, optimizer, g,  # noqa: E731
+                                   chunk_size=cfg.chunk_size)
+    train_step = build() if optim_key is None else _cached(("grpo", ctx.graphdef, optim_key, g,
+                                                            cfg.chunk_size), build)
     strict, robust, fmt = ctx.rewards
 
     def run(params, opt_state, k: int):
@@ -316,12 +345,13 @@ def rl_step_fn(ctx: Context, optimizer, ref_params):
                                                      for x in inner])),
             "completions/mean_length": float(np.asarray(out.lengths).mean()),
         }
-        if cfg.local_theory:
+        if cfg.local_theory and (cfg.local_steps < 0 or k <= cfg.local_steps
+                                 or k % cfg.eval_every == 0 or k == cfg.rl_steps):
             delta = tree_sub(params, start)
             row["local/delta_norm"] = float(jnp.sqrt(ctx.fns["dot"](delta, delta)))
-            ce0 = float(ctx.fns["ce"](start))
-            ce1 = float(ctx.fns["ce"](params))
-            lin, quad, grad_ce = ctx.fns["local"](start, delta)
+            ce0 = float(ctx.fns["ce"](start, *ctx.heldout))
+            ce1 = float(ctx.fns["ce"](params, *ctx.heldout))
+            lin, quad, grad_ce = ctx.fns["local"](start, delta, *ctx.heldout)
             neg_grad_j = jax.tree.map(jnp.negative, first_grads)
             row.update({
                 "local/ce_before": ce0,
@@ -365,7 +395,8 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
     cfg = ctx.cfg
     final = os.path.join(folder, "final")
     rows_path = os.path.join(folder, "metrics.jsonl")
-    optimizer = make_optimizer(dataclasses.replace(optim, total_steps=n_steps))
+    optim = dataclasses.replace(optim, total_steps=n_steps)
+    optimizer = make_optimizer(optim)
     opt_state = optimizer.init(start_params)
     if resume and os.path.isfile(os.path.join(final, "meta.json")):
         trees, _ = ckpt.load_checkpoint(final, {"params": start_params})
@@ -373,8 +404,8 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
     os.makedirs(folder, exist_ok=True)
     kl_name = "rl/kl_ref" if stage == "rl" else "sft/kl_ref"
     ref = start_params
-    step_fn = (rl_step_fn(ctx, optimizer, ref) if stage == "rl"
-               else sft_step_fn(ctx, source, optimizer, stage))
+    step_fn = (rl_step_fn(ctx, optimizer, ref, optim_key=optim) if stage == "rl"
+               else sft_step_fn(ctx, source, optimizer, stage, optim_key=optim))
     tag = {"seed": ctx.seed, "run": label, "stage": stage}
     params, first = start_params, 1
     found = ckpt.latest_checkpoint(os.path.join(folder, "ckpt")) if resume else None

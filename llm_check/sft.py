@@ -123,7 +123,7 @@ def make_sft_step(graphdef, rest, optimizer, *, chunk_size: int = 64):
         grads = jax.tree.map(lambda x: x / count, g)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = {"loss": total / count, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": total / count, "grad_norm": optax.tree.norm(grads)}
         return params, opt_state, metrics
 
     return step

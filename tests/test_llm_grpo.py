@@ -1,0 +1,190 @@
+"""llm_check.grpo against the exact facts of THEORY.md §6, on a tiny Qwen3 whose sequence
+distribution can be enumerated (vocabulary 3, horizon 2: nine sequences).
+
+- [grpo.baseline]: the expected GRPO gradient with the group-mean baseline is (1 - 1/G) grad J
+  (scaled by the aggregation's 1/L), and with the leave-one-out baseline exactly grad J / L. The
+  expectation is taken exactly, by enumerating every group of G sequences with its probability.
+- [kl.k3]: k3 >= 0 pointwise and E_p[sum_t k3] = KL(p || ref) over sequences; k1 is unbiased too
+  but takes negative values; k2 is biased.
+- [grpo.onpolicy]: with ratio = 1 the loss VALUE is 0 (group-mean baseline) but its gradient is the
+  advantage-weighted log-likelihood gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from hypothesis import given
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose
+
+from llm_check.config import preset
+from llm_check.grpo import (GRPOConfig, aggregate, group_advantages, grpo_loss, kl_per_token,
+                            reward_stats)
+from llm_check.logprobs import token_logprobs
+from llm_check.model import Qwen3
+from theory.errors import InputError
+
+pytestmark = pytest.mark.usefixtures("f32")
+
+V, L = 3, 2  # vocabulary, horizon
+SEQS = np.array(list(itertools.product(range(V), repeat=L)), np.int32)  # [9, 2]
+REWARD = np.array([0.0, 1.0, 0.3, 2.0, 0.0, 1.5, 0.7, 0.2, 1.0], np.float32)
+
+
+def _tiny(seed: int):
+    cfg = dataclasses.replace(preset("tiny"), vocab_size=V, hidden_size=16, intermediate_size=32,
+                              num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                              head_dim=8, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    model = Qwen3(cfg, rngs=nnx.Rngs(seed), init_std=0.3)
+    return nnx.split(model, nnx.Param, ...)
+
+
+def _token_logp(graphdef, params, rest):
+    """[9, L] log p(y_t | x, y_<t) for every sequence y, after the one-token prompt 0."""
+    tokens = jnp.concatenate([jnp.zeros((len(SEQS), 1), jnp.int32), jnp.asarray(SEQS)], axis=1)
+    return token_logprobs(nnx.merge(graphdef, params, rest), tokens, jnp.ones_like(tokens))
+
+
+def _expected_grpo_grad(cfg: GRPOConfig, g: int, std_normalize=False):
+    graphdef, params, rest = _tiny(0)
+    lp = _token_logp(graphdef, params, rest)
+    p = np.exp(np.asarray(lp, np.float64).sum(-1))
+    assert abs(p.sum() - 1) < 1e-5 and p.min() > 1e-3  # a proper, non-degenerate distribution
+    groups = np.array(list(itertools.product(range(len(SEQS)), repeat=g)))  # [9^G, G]
+    weight = np.prod(p[groups], axis=1)
+    rewards = jnp.asarray(REWARD[groups])
+    adv = group_advantages(rewards, baseline=cfg.baseline, std_normalize=std_normalize,
+                           ddof=1, eps=1e-6)
+    mask = jnp.ones((g, L), jnp.int32)
+
+    def loss_of_group(group_lp, a):  # on-policy: old = current, so ratio = 1
+        return grpo_loss(group_lp, group_lp, group_lp, a, mask, cfg)[0]
+
+    dl = jax.vmap(jax.grad(loss_of_group))(lp[groups], adv)  # [9^G, G, L]
+    coef = np.zeros((len(SEQS), L))
+    np.add.at(coef, groups.reshape(-1), (np.asarray(dl) * weight[:, None, None]).reshape(-1, L))
+    coef = jnp.asarray(coef, jnp.float32)
+    expected = jax.grad(lambda q: jnp.sum(coef * _token_logp(graphdef, q, rest)))(params)
+    grad_j = jax.grad(lambda q: jnp.sum(jnp.exp(_token_logp(graphdef, q, rest).sum(-1))
+                                        * REWARD))(params)
+    flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])  # noqa: E731
+    return flat(expected), flat(grad_j)
+
+
+@pytest.mark.parametrize("aggregation", ["seq_mean_token_mean", "token_mean", "fixed_length"])
+def test_group_mean_baseline_is_biased_by_one_minus_one_over_g(aggregation):
+    g = 3
+    cfg = GRPOConfig(group_size=g, beta=0.0, baseline="mean", aggregation=aggregation)
+    expected, grad_j = _expected_grpo_grad(cfg, g)
+    assert np.linalg.norm(grad_j) > 1e-2
+    assert_allclose(expected, -(1 - 1 / g) / L * grad_j, rtol=2e-3, atol=2e-6)
+
+
+def test_leave_one_out_baseline_is_unbiased():
+    g = 3
+    cfg = GRPOConfig(group_size=g, beta=0.0, baseline="loo")
+    expected, grad_j = _expected_grpo_grad(cfg, g)
+    assert_allclose(expected, -grad_j / L, rtol=2e-3, atol=2e-6)
+
+
+def test_std_normalization_is_not_the_policy_gradient():
+    g = 3
+    cfg = GRPOConfig(group_size=g, beta=0.0, baseline="mean")
+    expected, grad_j = _expected_grpo_grad(cfg, g, std_normalize=True)
+    scale = -np.dot(expected, grad_j) / np.dot(grad_j, grad_j)
+    # the further bias of [grpo.baseline]: not a multiple of grad J
+    assert np.linalg.norm(expected + scale * grad_j) > 0.05 * np.linalg.norm(expected)
+
+
+def test_k3_and_k1_are_unbiased_for_sequence_kl_and_k2_is_not():
+    graphdef, params, rest = _tiny(0)
+    _, ref_params, _ = _tiny(1)
+    lp = _token_logp(graphdef, params, rest)
+    ref = _token_logp(graphdef, ref_params, rest)
+    p = jnp.exp(lp.sum(-1))
+    exact = float(jnp.sum(p * (lp.sum(-1) - ref.sum(-1))))
+    assert exact > 0.05
+    est = {k: float(jnp.sum(p * kl_per_token(lp, ref, k).sum(-1))) for k in ("k1", "k2", "k3")}
+    assert_allclose(est["k3"], exact, rtol=1e-5)
+    assert_allclose(est["k1"], exact, rtol=1e-5)
+    assert abs(est["k2"] - exact) > 1e-3
+    assert float(kl_per_token(lp, ref, "k1").min()) < 0  # k1 can be negative
+
+
+@given(st.lists(st.floats(-20, 0, allow_nan=False), min_size=4, max_size=4),
+       st.lists(st.floats(-20, 0, allow_nan=False), min_size=4, max_size=4))
+def test_k3_is_nonnegative(logp, ref):
+    k = kl_per_token(jnp.asarray(logp, jnp.float32), jnp.asarray(ref, jnp.float32), "k3")
+    assert float(k.min()) >= 0.0
+
+
+def test_on_policy_loss_value_is_zero_but_its_gradient_is_not():
+    graphdef, params, rest = _tiny(0)
+    cfg = GRPOConfig(group_size=9, beta=0.0)
+    adv = group_advantages(jnp.asarray(REWARD)[None], std_normalize=True).reshape(-1)
+
+    def loss(q):
+        lp = _token_logp(graphdef, q, rest)
+        return grpo_loss(lp, lp, lp, adv, jnp.ones((9, L)), cfg)[0]
+
+    value, grads = jax.value_and_grad(loss)(params)
+    assert abs(float(value)) < 1e-6
+    weighted = jax.grad(lambda q: -jnp.mean(adv * _token_logp(graphdef, q, rest).sum(-1)) / L)(
+        params)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(weighted)):
+        assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-7)
+    assert max(float(jnp.abs(x).max()) for x in jax.tree.leaves(grads)) > 1e-3
+
+
+def test_advantages():
+    r = jnp.asarray([[1.0, 0.0, 0.0, 1.0], [2.0, 2.0, 2.0, 2.0]])
+    mean = group_advantages(r, baseline="mean", std_normalize=False)
+    loo = group_advantages(r, baseline="loo", std_normalize=False)
+    assert_allclose(loo, mean * 4 / 3, rtol=1e-6)
+    assert_allclose(mean[0], [0.5, -0.5, -0.5, 0.5], rtol=1e-6)
+    std = group_advantages(r, std_normalize=True, ddof=1, eps=0.0)[0]
+    assert_allclose(std, np.array([0.5, -0.5, -0.5, 0.5]) / np.std([1, 0, 0, 1], ddof=1),
+                    rtol=1e-6)
+    z = group_advantages(r, std_normalize=True, ddof=1, eps=1e-4)[1]
+    assert_allclose(z, 0.0, atol=0)  # a zero-std group carries no signal
+    stats = reward_stats(np.asarray(r).reshape(-1), 4)
+    assert stats["frac_reward_zero_std"] == 0.5 and stats["reward"] == 1.25
+
+
+def test_clipping_zeroes_the_gradient_outside_the_trust_region_and_is_counted():
+    cfg = GRPOConfig(clip_eps_low=0.2, clip_eps_high=0.2, beta=0.0, aggregation="token_mean")
+    old = jnp.zeros((4, 1))
+    lp = jnp.log(jnp.asarray([[1.5], [1.5], [0.5], [1.0]]))
+    adv = jnp.asarray([1.0, -1.0, -1.0, 1.0])
+    (loss, m), grad = jax.value_and_grad(
+        lambda x: grpo_loss(x, old, old, adv, jnp.ones((4, 1)), cfg), has_aux=True)(lp)
+    # ratio 1.5 with A > 0 and ratio 0.5 with A < 0 are clipped: no gradient; the others have one
+    assert_allclose(np.asarray(grad)[:, 0], [0.0, 1.5 / 4, 0.0, -1.0 / 4], rtol=1e-6)
+    assert float(m["clip_ratio/high_mean"]) == 0.25 and float(m["clip_ratio/low_mean"]) == 0.25
+    assert float(m["clip_ratio/region_mean"]) == 0.5
+
+
+def test_aggregations_weight_tokens_as_documented():
+    per = jnp.asarray([[1.0, 1.0, 1.0, 1.0], [4.0, 0.0, 0.0, 0.0]])
+    mask = jnp.asarray([[1, 1, 1, 1], [1, 0, 0, 0]])
+    assert_allclose(float(aggregate(per, mask, "seq_mean_token_mean")), (1.0 + 4.0) / 2, rtol=1e-6)
+    assert_allclose(float(aggregate(per, mask, "token_mean")), 8.0 / 5, rtol=1e-6)
+    assert_allclose(float(aggregate(per, mask, "fixed_length")), 8.0 / 8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kw,name", [({"beta": -0.1}, "beta"), ({"group_size": 1}, "group_size"),
+                                     ({"kl_estimator": "k4"}, "kl_estimator"),
+                                     ({"baseline": "median"}, "baseline"),
+                                     ({"aggregation": "sum"}, "aggregation"),
+                                     ({"inner_iters": 0}, "inner_iters"),
+                                     ({"temperature": 0.0}, "temperature")])
+def test_invalid_settings_are_named(kw, name):
+    with pytest.raises(InputError, match=f"setting {name}"):
+        GRPOConfig(**kw).validate()

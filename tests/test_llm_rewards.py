@@ -1,0 +1,55 @@
+"""llm_check.rewards: strict (training) vs robust (evaluation) rewards, format compliance."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_check.data import COLA_LABELS, answers_pattern, builtin_task
+from llm_check.rewards import task_rewards
+
+COLA = r"\b(?:unacceptable|acceptable)\b"
+
+
+def test_builtin_strict_robust_and_format():
+    strict, robust, fmt = task_rewards(r"\d+")
+    comps = ["7", " 7\n", "The answer is 7", "7 or 8", "8", "17", "", "seven"]
+    ans = ["7"] * len(comps)
+    assert strict(None, comps, answer=ans) == [1, 1, 0, 0, 0, 0, 0, 0]
+    assert robust(None, comps, answer=ans) == [1, 1, 1, 0, 0, 0, 0, 0]
+    assert fmt(None, comps, answer=ans) == [1, 1, 0, 0, 1, 1, 0, 0]
+
+
+def test_strict_is_format_and_correct():
+    strict, robust, fmt = task_rewards(r"\d+")
+    task = builtin_task(seed=0, eps=0.3, n_train=200)
+    comps = [ex.completion for ex in task.train] + ["x " + ex.answer for ex in task.train]
+    ans = [ex.answer for ex in task.train] * 2
+    s, r, f = (fn(None, comps, answer=ans) for fn in (strict, robust, fmt))
+    assert s == [float(a and b) for a, b in zip(f, r)]
+
+
+def test_cola_robust_takes_the_last_label():
+    strict, robust, fmt = task_rewards(COLA)
+    comps = ["acceptable", "unacceptable", "Label: acceptable",
+             "acceptable... no, unacceptable", "Acceptable"]
+    ans = ["acceptable", "acceptable", "acceptable", "unacceptable", "acceptable"]
+    assert strict(None, comps, answer=ans) == [1, 0, 0, 0, 0]
+    assert robust(None, comps, answer=ans) == [1, 0, 1, 1, 0]
+    assert fmt(None, comps, answer=ans) == [1, 1, 0, 0, 0]
+
+
+def test_answers_pattern_prefers_the_longest_label():
+    class E:
+        def __init__(self, a):
+            self.answer = a
+
+    pat = answers_pattern([E(w) for w in COLA_LABELS])
+    _, robust, _ = task_rewards(pat)
+    assert robust(None, ["it is unacceptable"], answer=["unacceptable"]) == [1.0]
+    assert robust(None, ["it is unacceptable"], answer=["acceptable"]) == [0.0]
+
+
+def test_length_mismatch_is_an_error():
+    strict, _, _ = task_rewards(r"\d+")
+    with pytest.raises(ValueError, match="disagree"):
+        strict(["p"], ["1", "2"], answer=["1", "2"])
