@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -119,9 +120,10 @@ def test_other_missing_modules_are_not_swallowed(monkeypatch):
 
 def test_real_command_end_to_end(tmp_path):
     """The installed entry point, in a fresh process: forked symbolic pool, real numeric column."""
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
     proc = subprocess.run([sys.executable, "-m", "toy_models.cli", "verify", "--json", "--only", *CHEAP],
-                          capture_output=True, text=True, timeout=240, env=env)
+                          capture_output=True, text=True, timeout=240, env=env, cwd=root)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert [(r["id"], r["symbolic"]) for r in rows] == [(i, "pass") for i in CHEAP]
