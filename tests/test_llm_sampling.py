@@ -1,5 +1,6 @@
-"""KV-cache sampling: greedy == argmax of the cache-free model, eos stop and mask, padding,
-determinism, top-p and temperature limits, bad settings."""
+"""KV-cache sampling: greedy == argmax of the cache-free model on a left-padded batch of prompts
+of different lengths (the cache-free model is itself padding-invariant, test_llm_model.py), eos
+stop and mask, determinism, top-p and temperature limits, bad settings."""
 
 from __future__ import annotations
 
@@ -51,16 +52,6 @@ def test_greedy_equals_argmax_of_the_cache_free_forward(model):
     assert keep.sum() > 2 * N
     np.testing.assert_array_equal(np.argmax(logits[:, P - 1:-1], -1)[keep],
                                   np.asarray(out.completion)[keep])
-
-
-def test_a_prompt_samples_the_same_alone_as_in_a_padded_batch(model):
-    ids, mask, lengths = prompts()
-    key = jax.random.key(3)
-    batch = sample(model, ids, mask, key, max_new_tokens=N, greedy=True, eos_id=CFG.vocab_size - 1)
-    b = 1  # the length-4 prompt, with its 3 pads put back as a 4-token batch of one
-    alone = sample(model, ids[b:b + 1, P - lengths[b]:], mask[b:b + 1, P - lengths[b]:], key,
-                   max_new_tokens=N, greedy=True, eos_id=CFG.vocab_size - 1)
-    np.testing.assert_array_equal(alone.completion[0], batch.completion[b])
 
 
 def test_each_sequence_stops_at_its_first_eos(model):
