@@ -29,8 +29,9 @@ from llm_check.model import default_positions
 from theory.errors import InputError
 
 
+@jax.tree_util.register_dataclass
 @dataclass(frozen=True)
-class SampleOutput:
+class SampleOutput:  # a pytree: it can cross jit boundaries and be device_put
     tokens: jax.Array           # int32 [B, P + N]: prompt (as given) then completion
     completion: jax.Array       # int32 [B, N]; pad_id after the first eos
     completion_mask: jax.Array  # int32 [B, N]: 1 up to and including the first eos

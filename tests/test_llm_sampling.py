@@ -45,6 +45,7 @@ def test_greedy_equals_argmax_of_the_cache_free_forward(model):
                  eos_id=CFG.vocab_size - 1, pad_id=PAD)
     assert out.tokens.shape == (3, P + N) and out.completion.shape == (3, N)
     assert out.tokens.dtype == jnp.int32
+    assert len(jax.tree.leaves(out)) == 4  # SampleOutput is a pytree
     np.testing.assert_array_equal(out.tokens[:, :P], ids)
     full_mask = np.concatenate([mask, np.ones((3, N), np.int32)], axis=1)
     logits = nnx.jit(lambda m, t, k: m(t, attention_mask=k))(model, out.tokens, full_mask)
