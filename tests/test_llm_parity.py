@@ -80,3 +80,13 @@ def test_live_parity_with_transformers(name, tmp_path):
     got = np.asarray(_forward(model, ids, pos, mask))
     real = mask.astype(bool)
     np.testing.assert_allclose(got[real], want[real], rtol=0, atol=TOL)
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch and transformers are not installed")
+def test_make_fixtures_regenerates_the_checked_in_files_byte_for_byte(tmp_path):
+    from llm_check.make_fixtures import write_fixture
+
+    for name, (fields, seed) in FIXTURE_CONFIGS.items():
+        fresh = write_fixture(name, fields, seed, root=tmp_path)
+        for f in ("config.json", "model.safetensors", "golden.safetensors"):
+            assert (fresh / f).read_bytes() == (FIXTURES / f"qwen3_{name}" / f).read_bytes(), (name, f)
