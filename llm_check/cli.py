@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", default=str(len(d.seeds)), help="a count (3) or a list (0,5,7)")
     run.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,fsdp=4")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run.add_argument("--dtype", default=d.dtype, help="compute dtype: float32 (CPU) or bfloat16 "
+                     "(GPU/TPU, float32 master weights)")
     run.add_argument("--base-steps", type=int, default=None,
                      help=f"format pre-training steps (default {d.base_steps} for tiny, 0 for PATH)")
     run.add_argument("--base-p-correct", type=float, default=d.base_p_correct)
@@ -153,7 +155,8 @@ def config_from_args(a) -> "RunConfig":  # noqa: F821
         sft_optim=OptimConfig(lr=a.sft_lr, schedule=a.sft_schedule, total_steps=a.sft_steps, **opt),
         rl_steps=a.rl_steps, rl_optim=OptimConfig(lr=a.rl_lr, total_steps=a.rl_steps, **opt),
         grpo=grpo, eval_every=a.eval_every, ckpt_every=a.ckpt_every, chunk_size=a.chunk_size,
-        local_theory=not a.no_local_theory, local_steps=a.local_steps, mesh=a.mesh)
+        local_theory=not a.no_local_theory, local_steps=a.local_steps, mesh=a.mesh,
+        dtype=a.dtype)
     return cfg.validate()
 
 

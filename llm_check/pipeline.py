@@ -102,6 +102,7 @@ class RunConfig:
     local_theory: bool = True
     local_steps: int = 10  # local theory on RL steps 1..N and every eval step; -1 = every step
     mesh: str | None = None
+    dtype: str = "float32"  # compute dtype: float32 (CPU) or bfloat16 (GPU/TPU; f32 master weights)
 
     def validate(self) -> "RunConfig":
         if self.order not in ORDERS:
@@ -117,6 +118,8 @@ class RunConfig:
                      "ckpt_every", "chunk_size"):
             if getattr(self, name) < 1:
                 raise InputError(f"setting {name}={getattr(self, name)}: must be >= 1")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise InputError(f"setting dtype={self.dtype!r}: choose float32 or bfloat16")
         if self.eval_samples < 1:
             raise InputError(f"setting eval_samples={self.eval_samples}: must be >= 1")
         if self.local_steps < -1:
@@ -163,28 +166,36 @@ class Context:
 
 
 def _load_model(cfg: RunConfig, seed: int):
+    """(model, config, tokenizer); with ``cfg.mesh`` the parameters are FSDP-sharded over it."""
+    from llm_check.tokenizer import load_tokenizer
+
+    mesh = None
+    if cfg.mesh is not None:
+        from llm_check.sharding import make_mesh
+
+        mesh = make_mesh(cfg.mesh)
     if cfg.model == "tiny":
         from llm_check.config import preset
         from llm_check.model import Qwen3
-        from llm_check.tokenizer import load_tokenizer
 
         mc = preset("tiny")
-        return (Qwen3(mc, rngs=nnx.Rngs(seed), init_std=cfg.init_std), mc,
-                load_tokenizer("tiny"))
-    from llm_check.tokenizer import load_tokenizer
+        model = Qwen3(mc, rngs=nnx.Rngs(seed), init_std=cfg.init_std,
+                      dtype=jnp.dtype(cfg.dtype))
+        if mesh is not None:
+            from llm_check.sharding import shard_model
+
+            shard_model(model, mesh)
+        return model, mc, load_tokenizer("tiny")
     from llm_check.weights import load_pretrained
 
     if not os.path.isdir(cfg.model):
         raise InputError(f"setting --model {cfg.model!r}: neither 'tiny' nor a folder")
-    model, mc = load_pretrained(cfg.model)
+    model, mc = load_pretrained(cfg.model, dtype=jnp.dtype(cfg.dtype), mesh=mesh)
     return model, mc, load_tokenizer(cfg.model)
 
 
-def build_context(cfg: RunConfig, seed: int, loaded=None) -> tuple[Context, object]:
-    """Load data and model for one seed; returns (context, initial params).
-
-    ``loaded`` = (model, model config, tokenizer) skips loading the model named in ``cfg``.
-    """
+def load_checked_task(cfg: RunConfig, seed: int) -> data_mod.TaskData:
+    """The task of ``cfg`` for ``seed``, with the settings that depend on its size checked."""
     task = data_mod.load_task(cfg.task, seed=seed, eps=cfg.eps, n_train=cfg.n_train,
                               n_heldout=cfg.n_heldout, max_operand=cfg.max_operand,
                               heldout_fraction=cfg.heldout_fraction)
@@ -194,6 +205,15 @@ def build_context(cfg: RunConfig, seed: int, loaded=None) -> tuple[Context, obje
     if cfg.grpo.prompts_per_step > len(task.train):
         raise InputError(f"setting prompts_per_step={cfg.grpo.prompts_per_step}: larger than the "
                          f"train set ({len(task.train)} rows)")
+    return task
+
+
+def build_context(cfg: RunConfig, seed: int, loaded=None) -> tuple[Context, object]:
+    """Load data and model for one seed; returns (context, initial params).
+
+    ``loaded`` = (model, model config, tokenizer) skips loading the model named in ``cfg``.
+    """
+    task = load_checked_task(cfg, seed)
     model, mc, tok = _load_model(cfg, seed) if loaded is None else loaded
     graphdef, params, rest = split_model(model)
     heldout_rows = task.heldout[: cfg.eval_rows] if cfg.eval_rows else task.heldout
@@ -477,6 +497,11 @@ def run(cfg: RunConfig, out: str, *, resume: bool = False) -> dict:
 
     t0 = time.perf_counter()
     cfg.validate()
+    load_checked_task(cfg, cfg.seeds[0])  # data-dependent settings, before anything is written
+    if cfg.mesh is not None:
+        from llm_check.sharding import make_mesh
+
+        make_mesh(cfg.mesh)  # a bad spec fails here, before anything is written
     cfg_path = os.path.join(out, "config.json")
     if os.path.exists(cfg_path):
         if not resume:

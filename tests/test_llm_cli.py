@@ -1,0 +1,72 @@
+"""``coupling llm``: invalid settings are one line on stderr and exit code 2, before any work;
+the parsed arguments become the RunConfig that config.json records."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_check.cli import _parser, _seeds, config_from_args
+from theory.errors import InputError
+from toy_models.cli import main
+
+pytestmark = pytest.mark.usefixtures("f32")
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--beta", "-0.1"], "setting beta=-0.1"),
+    (["--group-size", "1"], "setting group_size=1"),
+    (["--kl-estimator", "k7"], "setting kl_estimator='k7'"),
+    (["--baseline", "median"], "setting baseline='median'"),
+    (["--aggregation", "sum"], "setting aggregation='sum'"),
+    (["--task", "imagenet"], "setting --task 'imagenet'"),
+    (["--task", "cola:/nonexistent/folder"], "not a directory"),
+    (["--order", "sideways"], "setting --order 'sideways'"),
+    (["--seeds", "two"], "setting --seeds 'two'"),
+    (["--sft-batch", "600"], "setting sft_batch=600: larger than the train set"),
+    (["--prompts-per-step", "600"], "setting prompts_per_step=600"),
+    (["--eps", "1.5"], "setting eps=1.5"),
+    (["--sft-lr", "0"], "setting sft lr=0.0"),
+    (["--sft-batch", "32", "--grad-accum", "5"], "setting grad_accum=5"),
+    (["--resume"], "--resume needs --out"),
+])
+def test_invalid_settings_exit_2_with_one_line(argv, fragment, capsys, tmp_path):
+    out = [] if "--resume" in argv else ["--out", str(tmp_path / "run")]
+    code = main(["llm", "run", *argv, *out])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert fragment in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_unknown_option_is_an_argparse_error():
+    with pytest.raises(SystemExit) as e:
+        main(["llm", "run", "--no-such-option"])
+    assert e.value.code == 2
+
+
+def test_seeds_count_or_list():
+    assert _seeds("3") == (0, 1, 2)
+    assert _seeds("4,9") == (4, 9)
+    with pytest.raises(InputError):
+        _seeds("0")
+
+
+def test_arguments_become_the_config():
+    cfg = config_from_args(_parser().parse_args(
+        ["run", "--beta", "0.5", "--kl-estimator", "k1", "--baseline", "loo",
+         "--no-std-normalize", "--aggregation", "fixed_length", "--clip-eps", "0.1",
+         "--clip-eps-high", "0.3", "--inner-iters", "2", "--seeds", "0,7", "--rl-lr", "5e-4"]))
+    g = cfg.grpo
+    assert (g.beta, g.kl_estimator, g.baseline, g.std_normalize, g.aggregation) == (
+        0.5, "k1", "loo", False, "fixed_length")
+    assert (g.clip_eps_low, g.clip_eps_high, g.inner_iters) == (0.1, 0.3, 2)
+    assert cfg.seeds == (0, 7) and cfg.rl_optim.lr == 5e-4
+    assert cfg.base_steps > 0  # the tiny model gets a prompt-format base
+    hf = config_from_args(_parser().parse_args(["run", "--model", "some/snapshot"]))
+    assert hf.base_steps == 0  # a pretrained snapshot is its own base
+
+
+def test_eval_of_a_missing_model_is_a_clear_error(capsys):
+    assert main(["llm", "eval", "--model", "/nonexistent/snapshot"]) == 2
+    assert "neither 'tiny' nor a folder" in capsys.readouterr().err

@@ -1,0 +1,144 @@
+"""llm_check.pipeline end to end on a very small config: outputs, the local theory, a SIGKILLed
+run resumed to the same metrics as an uninterrupted one, and a NaN loss that stops the run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from llm_check import pipeline
+from llm_check.cli import _parser, config_from_args
+from theory.errors import InputError
+
+pytestmark = pytest.mark.usefixtures("f32")
+
+ARGS = ["--seeds", "1", "--order", "sft-rl", "--n-train", "32", "--n-heldout", "8",
+        "--eval-samples", "2", "--base-steps", "3", "--sft-steps", "4", "--sft-batch", "8",
+        "--rl-steps", "4", "--group-size", "4", "--prompts-per-step", "4",
+        "--max-new-tokens", "2", "--eval-every", "2", "--ckpt-every", "2", "--local-steps", "-1",
+        "--sft-lr", "1e-3", "--rl-lr", "3e-4"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cfg(*extra):
+    return config_from_args(_parser().parse_args(["run", *ARGS, *extra]))
+
+
+def _rows(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """One uninterrupted run, shared by the tests below."""
+    import jax
+
+    out = str(tmp_path_factory.mktemp("ref") / "run")
+    with jax.enable_x64(False):
+        summary = pipeline.run(_cfg(), out)
+    return out, summary
+
+
+def test_outputs_and_summary(reference_run):
+    out, summary = reference_run
+    for name in ("config.json", "metrics.jsonl", "summary.json", "report.md", "ce_during_rl.png",
+                 "reward_during_sft.png", "misalignment.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    rows = _rows(os.path.join(out, "metrics.jsonl"))
+    # one row a step, plus the step-0 evaluation of each stage: base 3, SFT 4, RL 4
+    assert [(r["stage"], r["step"]) for r in rows] == (
+        [("base", k) for k in range(4)] + [("sft", k) for k in range(5)]
+        + [("rl", k) for k in range(5)])
+    rl = [r for r in rows if r["stage"] == "rl" and r["step"] > 0]
+    for key in ("reward", "reward_std", "frac_reward_zero_std", "kl", "entropy",
+                "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean",
+                "completions/mean_length", "grad/cos_ce_rl", "sft/ce_pred", "local/dce_pred"):
+        assert all(key in r for r in rl), key
+    s = json.load(open(os.path.join(out, "summary.json")))
+    assert s == json.loads(json.dumps(summary))
+    assert s["sft_then_rl"]["ce_heldout_before_rl"] == [r for r in rows if r["stage"] == "rl"][0][
+        "sft/ce_heldout"]
+    assert "0" in s["sft_then_rl"]["per_seed"] and "spread" in s["sft_then_rl"]
+    assert s["theory"]["c1_ce_rise_at_rl_optimum"] > 0
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    assert cfg["grpo"]["kl_estimator"] == "k3" and cfg["grpo"]["group_size"] == 4
+    assert "C1(beta)" in open(os.path.join(out, "report.md")).read()
+
+
+def test_local_second_order_prediction_matches_small_steps(reference_run):
+    out, _ = reference_run
+    rl = [r for r in _rows(os.path.join(out, "metrics.jsonl"))
+          if r["stage"] == "rl" and "local/dce_pred" in r]
+    assert len(rl) == 4
+    for r in rl:
+        assert math.isclose(r["sft/ce_pred"], r["local/ce_before"] + r["local/dce_pred"],
+                            rel_tol=1e-9)
+        # the measured change is O(delta^3) away from the prediction; tiny lr, tiny delta
+        assert abs(r["local/dce_pred"] - r["local/dce_measured"]) <= (
+            0.25 * abs(r["local/dce_measured"]) + 2e-5), r
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_metrics(reference_run, tmp_path):
+    ref_out, _ = reference_run
+    out = str(tmp_path / "run")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "toy_models.cli", "llm", "run", *ARGS,
+                             "--out", out], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    marker = os.path.join(out, "runs", "seed0", "sft_then_rl", "sft", "ckpt", "step_00000002",
+                          "meta.json")
+    deadline = time.time() + 300
+    while not os.path.exists(marker) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert os.path.exists(marker), "the run never reached its first SFT checkpoint"
+    assert not os.path.exists(os.path.join(out, "summary.json")), "killed too late"
+    with pytest.raises(InputError, match="already holds a run"):
+        pipeline.run(_cfg(), out)
+    with pytest.raises(InputError, match="setting rl_steps differs"):
+        pipeline.run(_cfg("--rl-steps", "5"), out, resume=True)
+    pipeline.run(_cfg(), out, resume=True)
+    assert _rows(os.path.join(out, "metrics.jsonl")) == _rows(
+        os.path.join(ref_out, "metrics.jsonl"))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real = pipeline.sft_step_fn
+
+    def poisoned(ctx, source, optimizer, stage, optim_key=None):
+        run = real(ctx, source, optimizer, stage, optim_key=optim_key)
+
+        def step(params, opt_state, k):
+            params, opt_state, row = run(params, opt_state, k)
+            if stage == "sft" and k == 3:
+                row["loss"] = float("nan")
+            return params, opt_state, row
+
+        return step
+
+    monkeypatch.setattr(pipeline, "sft_step_fn", poisoned)
+    out = str(tmp_path / "run")
+    with pytest.raises(pipeline.NonFiniteLoss, match="sft step 3: loss is nan"):
+        pipeline.run(_cfg(), out)
+    sft_dir = os.path.join(out, "runs", "seed0", "sft_then_rl", "sft")
+    assert os.path.isfile(os.path.join(sft_dir, "ckpt", "step_00000002", "meta.json"))
+    assert not os.path.exists(os.path.join(sft_dir, "final"))
+    assert max(r["step"] for r in _rows(os.path.join(sft_dir, "metrics.jsonl"))) == 2
+
+
+def test_settings_rejected_up_front():
+    with pytest.raises(InputError, match="sft_batch=64: larger than the train set"):
+        pipeline.build_context(_cfg("--sft-batch", "64"), 0)
+    with pytest.raises(InputError, match="--order"):
+        pipeline.RunConfig(order="rl-only").validate()
+    assert np.isfinite(pipeline.RunConfig().validate().grpo.beta)
