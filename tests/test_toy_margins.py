@@ -38,6 +38,7 @@ def test_true_claims_hold_on_random_instances(claim, inst):
     assert float(_JIT[claim](inst)) >= 0
 
 
+@pytest.mark.slow  # the numeric checks run these on their deterministic-expert edge case
 @pytest.mark.parametrize("claim", ["thm31.c1", "thm31.beta", "thm31.local", "thm41.argmax", "thm41.pinsker"])
 @settings(max_examples=5)
 @given(inst=instances(shapes=((3, 4),), deterministic_expert=True))
@@ -45,12 +46,14 @@ def test_true_claims_hold_for_a_deterministic_expert(claim, inst):
     assert float(_JIT[claim](inst)) >= 0
 
 
-@pytest.mark.parametrize("claim", LANDSCAPE)
+_LANDSCAPE_ALL = _jit(jax.vmap(lambda c: {k: mg.MARGINS[k].margin(c) for k in LANDSCAPE}))
+
+
 @settings(max_examples=3)
 @given(seed=st.integers(0, 2**31 - 1))
-def test_landscape_claims_hold_on_random_quadratics(claim, seed):
-    cases = mg.random_landscape_cases(np.random.default_rng(seed), 32)
-    assert float(np.min(_jit(jax.vmap(mg.MARGINS[claim].margin))(cases))) >= 0
+def test_landscape_claims_hold_on_random_quadratics(seed):
+    margins = _LANDSCAPE_ALL(mg.random_landscape_cases(np.random.default_rng(seed), 32))
+    assert {k: float(np.min(v)) for k, v in margins.items() if float(np.min(v)) < 0} == {}
 
 
 def test_refuted_claim_margin_is_negative_on_both_counterexamples():

@@ -34,6 +34,7 @@ def test_a_broken_closed_form_fails_its_check(monkeypatch):
     assert res.status == "fail" and "FAIL" in res.detail
 
 
+@pytest.mark.slow
 def test_a_broken_series_fails_thm31_beta(monkeypatch):
     def wrong(inst):  # κ₃/3 instead of κ₃/6
         _, var, k3 = coupling_sft_rl.cumulants(inst.expert, inst.reward)

@@ -51,6 +51,7 @@ def test_rl_then_sft_objective_drops_and_its_prediction():
                     rtol=0.1, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_sampled_grpo_pipeline_runs_with_kl_penalty():
     cfg = pipelines.PipelineConfig(sft_steps=50, rl_steps=50, sft_learning_rate=5.0, rl_learning_rate=0.2,
                                    rl_estimator=EstimatorConfig(group_size=8, advantage="grpo", kl_estimator="k3"))

@@ -246,7 +246,8 @@ def grpo_onpolicy(inst: Instance):
     cfg = est.EstimatorConfig(group_size=4, advantage="grpo", clip_eps=0.2, beta=0.0)
     # any responses will do: take the policy's quantiles at fixed levels (no PRNG to compile).
     levels = (jnp.arange(cfg.group_size) + 0.5) / cfg.group_size
-    ys = jax.vmap(lambda c: jnp.searchsorted(c, levels * c[-1]))(jnp.cumsum(inst.sft_policy, -1))
+    ys = jax.vmap(lambda c: jnp.searchsorted(c, levels * c[-1], method="compare_all"))(
+        jnp.cumsum(inst.sft_policy, -1))
     ys = jnp.minimum(ys, inst.sft_policy.shape[-1] - 1)
     rewards = jnp.take_along_axis(inst.reward, ys, axis=-1)
     adv = est.advantages(rewards, "grpo", cfg.std_eps)
