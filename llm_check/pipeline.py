@@ -78,23 +78,23 @@ class RunConfig:
     task: str = "builtin"
     order: str = "both"
     seeds: tuple[int, ...] = (0, 1, 2)
-    eps: float = 0.2
+    eps: float = 0.3
     max_operand: int = 4
     n_train: int = 512
     n_heldout: int = 64
     heldout_fraction: float = 0.1
     eval_rows: int = 0  # 0 = every held-out row
     eval_samples: int = 8  # sampled completions per held-out prompt for the rewards
-    base_steps: int = 60
+    base_steps: int = 100
     base_p_correct: float = 0.5
     init_std: float = 0.1  # tiny model only: random init std (0.02 leaves it on a long plateau)
-    base_optim: OptimConfig = OptimConfig(lr=3e-3, total_steps=60)
+    base_optim: OptimConfig = OptimConfig(lr=3e-3, total_steps=100)
     sft_steps: int = 150
     sft_batch: int = 32
     grad_accum: int = 1
     sft_optim: OptimConfig = OptimConfig(lr=3e-3, schedule="cosine", total_steps=150)
-    rl_steps: int = 40
-    rl_optim: OptimConfig = OptimConfig(lr=3e-3, total_steps=40)
+    rl_steps: int = 50
+    rl_optim: OptimConfig = OptimConfig(lr=2e-3, total_steps=50)
     grpo: GRPOConfig = GRPOConfig()
     eval_every: int = 25
     ckpt_every: int = 25

@@ -1,5 +1,10 @@
 """llm_check.pipeline end to end on a very small config: outputs, the local theory, a SIGKILLed
-run resumed to the same metrics as an uninterrupted one, and a NaN loss that stops the run."""
+run resumed to the same metrics as an uninterrupted one, and a NaN loss that stops the run.
+
+The tests that need a whole run (every jitted function compiled: SFT, GRPO, sampling, the HVP) and
+the SIGKILL test (a second process compiling everything again) are marked slow: run them with
+``pytest -m slow tests/test_llm_pipeline.py``. The NaN test (base + part of SFT) stays in the
+default run."""
 
 from __future__ import annotations
 
@@ -48,6 +53,7 @@ def reference_run(tmp_path_factory):
     return out, summary
 
 
+@pytest.mark.slow
 def test_outputs_and_summary(reference_run):
     out, summary = reference_run
     for name in ("config.json", "metrics.jsonl", "summary.json", "report.md", "ce_during_rl.png",
@@ -74,6 +80,7 @@ def test_outputs_and_summary(reference_run):
     assert "C1(beta)" in open(os.path.join(out, "report.md")).read()
 
 
+@pytest.mark.slow
 def test_local_second_order_prediction_matches_small_steps(reference_run):
     out, _ = reference_run
     rl = [r for r in _rows(os.path.join(out, "metrics.jsonl"))
@@ -87,6 +94,7 @@ def test_local_second_order_prediction_matches_small_steps(reference_run):
             0.25 * abs(r["local/dce_measured"]) + 2e-5), r
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_metrics(reference_run, tmp_path):
     ref_out, _ = reference_run
     out = str(tmp_path / "run")
