@@ -13,7 +13,6 @@ from toy_models import autoregressive as ar
 from toy_models import coupling_sft_rl as srl
 from toy_models import objectives as obj
 from toy_models import tabular, trainers
-from toy_models.instance import make_instance
 
 TABLE = ar.sequence_table(2, 2)  # 4 sequences per prompt, 3 prefixes
 

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 
 from toy_models.instance import Instance
-from toy_models.margins import MARGINS, LandscapeCase
+from toy_models.margins import MARGINS
 
 # Small arrays evaluated a few times: compile time dominates, so compile with less optimization.
 jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
