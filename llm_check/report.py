@@ -52,18 +52,12 @@ def theory_predictions(eps: float | None, beta: float) -> dict:
     """C1(beta), the expert's entropy and the reward at the SFT optimum, for a noisy expert."""
     if eps is None:
         return {}
-    try:
-        from theory.closed_forms import c1_noisy_expert
-        source = "theory.closed_forms.c1_noisy_expert"
-    except ImportError:  # the formula of [thm31.c1] for this expert, written out
-        def c1_noisy_expert(eps, beta):
-            return math.log((1 - eps) * math.exp(1 / beta) + eps) - (1 - eps) / beta
-        source = "inline [thm31.c1] formula"
+    from theory.closed_forms import c1_noisy_expert
+
     entropy = -sum(p * math.log(p) for p in (1 - eps, eps) if p > 0)
     return {
         "eps": eps,
         "beta": beta,
-        "c1_source": source,
         "c1_ce_rise_at_rl_optimum": float(c1_noisy_expert(eps, beta)) if beta > 0 else math.inf,
         "ce_at_sft_optimum": entropy,
         "reward_at_sft_optimum": 1.0 - eps,

@@ -150,3 +150,42 @@ def test_settings_rejected_up_front():
     with pytest.raises(InputError, match="--order"):
         pipeline.RunConfig(order="rl-only").validate()
     assert np.isfinite(pipeline.RunConfig().validate().grpo.beta)
+
+
+def _synthetic_rows(seed, ce_before, ce_after, r_before, r_after):
+    rows = []
+    for run, stages in (("sft_then_rl", ("sft", "rl")), ("rl_then_sft", ("rl", "sft"))):
+        for stage in stages:
+            for step in (0, 1, 2):
+                row = {"seed": seed, "run": run, "stage": stage, "step": step}
+                if run == "sft_then_rl" and stage == "rl":
+                    row["sft/ce_heldout"] = ce_before if step == 0 else ce_after
+                if run == "rl_then_sft" and stage == "sft":
+                    row["rl/reward"] = row["rl/reward_robust"] = r_before if step == 0 else r_after
+                if stage == "rl" and step > 0:
+                    row.update({"local/dce_pred": 0.11, "local/dce_measured": 0.1,
+                                "grad/cos_ce_rl": -0.5, "sft/ce_pred": 1.0})
+                rows.append(row)
+    return rows
+
+
+def test_summary_means_spread_and_theory(tmp_path):
+    from llm_check import report
+
+    cfg = pipeline.RunConfig(seeds=(0, 1), eps=0.3)
+    rows = _synthetic_rows(0, 0.6, 1.6, 0.9, 0.7) + _synthetic_rows(1, 0.7, 0.5, 0.8, 0.85)
+    s = report.write_report(cfg, rows, str(tmp_path), eps=0.3)
+    a, b = s["sft_then_rl"], s["rl_then_sft"]
+    assert math.isclose(a["ce_heldout_before_rl"], 0.65) and math.isclose(
+        a["ce_heldout_after_rl"], 1.05)
+    assert math.isclose(a["spread"]["ce_heldout_after_rl"]["std"], np.std([1.6, 0.5], ddof=1))
+    assert a["per_seed"]["0"]["holds"] and not a["per_seed"]["1"]["holds"]
+    assert not a["holds_in_all_seeds"]
+    assert math.isclose(b["reward_before_sft"], 0.85) and math.isclose(b["reward_after_sft"], 0.775)
+    assert math.isclose(a["per_seed"]["0"]["local_rel_error_first5_median"], 0.1)
+    th = s["theory"]
+    assert math.isclose(th["c1_ce_rise_at_rl_optimum"],
+                        math.log(0.7 * math.exp(1 / 0.04) + 0.3) - 0.7 / 0.04, rel_tol=1e-9)
+    assert math.isclose(th["reward_at_sft_optimum"], 0.7)
+    md = (tmp_path / "report.md").read_text()
+    assert f"{th['c1_ce_rise_at_rl_optimum']:.4f}" in md and "Holds in all seeds" in md
