@@ -197,13 +197,16 @@ def plot(cfg, rows: list[dict], summary: dict, out: str) -> list[str]:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for s in cfg.seeds:
         rl = _stage_rows(rows, s, "sft_then_rl", "rl")
-        ev = _evals(rl, "sft/ce_heldout")
-        if ev:
-            line, = ax.plot([r["step"] for r in ev], [r["sft/ce_heldout"] for r in ev], "o-",
-                            ms=3, label=f"measured, seed {s}")
-            loc = [r for r in rl if "sft/ce_pred" in r]
-            ax.plot([r["step"] for r in loc], [r["sft/ce_pred"] for r in loc], "--", lw=1,
-                    color=line.get_color(), label=f"local 2nd-order prediction, seed {s}")
+        measured = {r["step"]: r["sft/ce_heldout"] for r in _evals(rl, "sft/ce_heldout")}
+        loc = [r for r in rl if "sft/ce_pred" in r]
+        measured.update({r["step"]: r["local/ce_before"] + r["local/dce_measured"] for r in loc})
+        if measured:
+            steps = sorted(measured)
+            line, = ax.plot(steps, [measured[k] for k in steps], "o-", ms=3,
+                            label=f"measured, seed {s}")
+            ax.plot([r["step"] for r in loc], [r["sft/ce_pred"] for r in loc], "x", ms=6,
+                    color=line.get_color(),
+                    label=f"CE before the step + local 2nd-order prediction, seed {s}")
     if th and "sft_then_rl" in summary and "ce_heldout_before_rl" in summary["sft_then_rl"]:
         ax.axhline(th["ce_at_sft_optimum"] + th["c1_ce_rise_at_rl_optimum"], color="k", lw=0.8,
                    ls=":", label="H(p_D) + C1(β): CE at the regularized RL optimum")
