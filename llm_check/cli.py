@@ -16,8 +16,12 @@ import argparse
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from theory.errors import InputError
+
+if TYPE_CHECKING:
+    from llm_check.pipeline import RunConfig
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -128,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def config_from_args(a) -> "RunConfig":  # noqa: F821
+def config_from_args(a) -> RunConfig:
     """The RunConfig of ``coupling llm run``'s arguments, validated."""
     from llm_check.grpo import GRPOConfig
     from llm_check.pipeline import RunConfig
