@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -46,10 +47,17 @@ def _tiny(seed: int):
     return nnx.split(model, nnx.Param, ...)
 
 
+@partial(jax.jit, static_argnums=0)
 def _token_logp(graphdef, params, rest):
     """[9, L] log p(y_t | x, y_<t) for every sequence y, after the one-token prompt 0."""
     tokens = jnp.concatenate([jnp.zeros((len(SEQS), 1), jnp.int32), jnp.asarray(SEQS)], axis=1)
     return token_logprobs(nnx.merge(graphdef, params, rest), tokens, jnp.ones_like(tokens))
+
+
+@partial(jax.jit, static_argnums=0)
+def _weighted_grad(graphdef, params, rest, coef):
+    """grad_theta sum_{y,t} coef[y, t] log p(y_t | x, y_<t)."""
+    return jax.grad(lambda q: jnp.sum(coef * _token_logp(graphdef, q, rest)))(params)
 
 
 def _expected_grpo_grad(cfg: GRPOConfig, g: int, std_normalize=False):
@@ -67,13 +75,13 @@ def _expected_grpo_grad(cfg: GRPOConfig, g: int, std_normalize=False):
     def loss_of_group(group_lp, a):  # on-policy: old = current, so ratio = 1
         return grpo_loss(group_lp, group_lp, group_lp, a, mask, cfg)[0]
 
-    dl = jax.vmap(jax.grad(loss_of_group))(lp[groups], adv)  # [9^G, G, L]
+    dl = jax.jit(jax.vmap(jax.grad(loss_of_group)))(lp[groups], adv)  # [9^G, G, L]
     coef = np.zeros((len(SEQS), L))
     np.add.at(coef, groups.reshape(-1), (np.asarray(dl) * weight[:, None, None]).reshape(-1, L))
-    coef = jnp.asarray(coef, jnp.float32)
-    expected = jax.grad(lambda q: jnp.sum(coef * _token_logp(graphdef, q, rest)))(params)
-    grad_j = jax.grad(lambda q: jnp.sum(jnp.exp(_token_logp(graphdef, q, rest).sum(-1))
-                                        * REWARD))(params)
+    expected = _weighted_grad(graphdef, params, rest, jnp.asarray(coef, jnp.float32))
+    # grad J = sum_y r(y) p(y) grad log p(y), and grad log p(y) = sum_t grad log p(y_t | ...)
+    pr = jnp.asarray(np.repeat((p * REWARD)[:, None], L, axis=1), jnp.float32)
+    grad_j = _weighted_grad(graphdef, params, rest, pr)
     flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])  # noqa: E731
     return flat(expected), flat(grad_j)
 
