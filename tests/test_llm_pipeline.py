@@ -113,8 +113,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_metrics(reference_run, tmp_
     assert not os.path.exists(os.path.join(out, "summary.json")), "killed too late"
     with pytest.raises(InputError, match="already holds a run"):
         pipeline.run(_cfg(), out)
-    with pytest.raises(InputError, match="setting rl_steps differs"):
-        pipeline.run(_cfg("--rl-steps", "5"), out, resume=True)
+    with pytest.raises(InputError, match="setting eps differs"):
+        pipeline.run(_cfg("--eps", "0.25"), out, resume=True)
     pipeline.run(_cfg(), out, resume=True)
     assert _rows(os.path.join(out, "metrics.jsonl")) == _rows(
         os.path.join(ref_out, "metrics.jsonl"))
