@@ -9,16 +9,20 @@ columns run in parallel, so the rows add up to more than the wall time); then a 
 
 - Symbolic column: ``theory.catalogue.CLAIMS[i].symbolic()``.
 - Numeric column: ``toy_models.numeric_checks.NUMERIC_CHECKS[id]()`` when that module exists and
-  has the ID, else ``n/a``. JAX float64 is switched on here, in ``main``, before those checks run.
+  has the ID, else ``n/a``. JAX float64 is switched on (in the process that runs them) first.
 - ``--json`` prints a JSON list (``id``, ``label``, ``symbolic``, ``numeric``, ``seconds``,
   ``detail``) on stdout; the progress rows then go to stderr.
 - ``--junit FILE`` writes JUnit XML (one testcase per claim), atomically.
 - Exit status: 0 iff nothing failed, 1 if any check failed (an exception inside a check is a
   failure with the exception in ``detail``), 2 on bad arguments (unknown ID: ``InputError``).
 
-Speed: the symbolic checks run in a pool of 2 worker processes, forked before JAX is imported,
-while this process runs the numeric checks. If JAX is already imported (for instance inside a
-test session), forking is unsafe and everything runs in this process, one check after another.
+Speed: both columns run in a pool of 2 worker processes, forked before JAX is imported (each
+worker imports JAX once, on its first numeric check), and this process only collects the rows.
+The numeric checks are submitted first, the symbolic ones after them, so each worker starts with
+JAX compilation and the cheaper sympy work fills the gaps at the end. ``FAST_COMPILE_FLAGS`` are
+added to ``XLA_FLAGS`` for the duration of ``main`` (JAX reads them when it starts its backend).
+If JAX is already imported (for instance inside a test session), forking is unsafe and
+everything runs in this process, one check after another.
 """
 
 from __future__ import annotations
@@ -113,10 +117,38 @@ def _numeric_checks() -> dict[str, Callable[[], CheckResult]]:
     return NUMERIC_CHECKS
 
 
-def _symbolic_futures(claims, pool):
-    if pool is None:
-        return None
-    return {c.id: pool.submit(_symbolic_in_worker, c.id) for c in claims}
+def _numeric(claim_id: str) -> tuple[CheckResult, float]:
+    """The numeric check of one claim, in float64 (``n/a`` when there is none)."""
+    numeric = _numeric_checks()
+    if claim_id not in numeric:
+        return NA, 0.0
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    return _timed(numeric[claim_id])
+
+
+def _collect(future: concurrent.futures.Future) -> tuple[CheckResult, float]:
+    try:
+        return future.result()
+    except ModuleNotFoundError:  # a broken installation is not a check failure
+        raise
+    except Exception as e:  # noqa: BLE001 - a dead worker fails this claim, not the run
+        return CheckResult("fail", f"{type(e).__name__}: {e}"), 0.0
+
+
+def _pooled(claims, pool):
+    """Submit every check to the pool; yield (claim, (sym, sym_s), (num, num_s)) in claim order."""
+    numeric = {c.id: pool.submit(_numeric, c.id) for c in claims}
+    symbolic = {c.id: pool.submit(_symbolic_in_worker, c.id) for c in claims}
+    for c in claims:
+        yield c, _collect(symbolic[c.id]), _collect(numeric[c.id])
+
+
+def _serial(claims):
+    for c in claims:
+        num = _numeric(c.id)
+        yield c, _timed(c.symbolic), num
 
 
 def _row(claim: catalogue.Claim, sym: CheckResult, sym_s: float, num: CheckResult, num_s: float) -> Row:
@@ -166,28 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     # restored afterwards so that a caller's later subprocesses do not inherit it.
     saved_flags = os.environ.get("XLA_FLAGS")
     os.environ["XLA_FLAGS"] = _with_fast_compile_flags(saved_flags or "")
-    # Fork the symbolic workers before JAX is imported (forking a process that runs JAX is unsafe).
+    # Fork the workers before JAX is imported (forking a process that runs JAX is unsafe).
     pool = None
     if len(claims) > 1 and "jax" not in sys.modules and "fork" in multiprocessing.get_all_start_methods():
         pool = concurrent.futures.ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("fork"))
     try:
-        futures = _symbolic_futures(claims, pool)
-        numeric = _numeric_checks()
-        if numeric:
-            import jax
-
-            jax.config.update("jax_enable_x64", True)
         print(f"{'ID':22s} {'label':14s} {'symbolic':8s} {'numeric':8s} {'seconds':>8s}", file=out, flush=True)
         rows = []
-        for claim in claims:
-            num, num_s = _timed(numeric[claim.id]) if claim.id in numeric else (NA, 0.0)
-            if futures is None:
-                sym, sym_s = _timed(claim.symbolic)
-            else:
-                try:
-                    sym, sym_s = futures[claim.id].result()
-                except Exception as e:  # noqa: BLE001 - a dead worker fails this claim, not the run
-                    sym, sym_s = CheckResult("fail", f"{type(e).__name__}: {e}"), 0.0
+        for claim, (sym, sym_s), (num, num_s) in (_serial(claims) if pool is None else _pooled(claims, pool)):
             rows.append(_row(claim, sym, sym_s, num, num_s))
             print(_format(rows[-1]), file=out, flush=True)
     finally:
