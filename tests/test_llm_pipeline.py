@@ -163,7 +163,7 @@ def _synthetic_rows(seed, ce_before, ce_after, r_before, r_after):
                 if run == "rl_then_sft" and stage == "sft":
                     row["rl/reward"] = row["rl/reward_robust"] = r_before if step == 0 else r_after
                 if stage == "rl" and step > 0:
-                    row.update({"local/dce_pred": 0.11, "local/dce_measured": 0.1,
+                    row.update({"local/dce_pred": 0.11, "local/dce_measured": 0.1, "local/ce_before": 0.9,
                                 "grad/cos_ce_rl": -0.5, "sft/ce_pred": 1.0})
                 rows.append(row)
     return rows
