@@ -56,6 +56,28 @@ def test_table_rows_and_summary(fake_numeric, capsys):
     assert lines[2].startswith("1 claims, 0 failed")
 
 
+def test_fast_compile_flags_keep_what_the_user_set():
+    added = verify._with_fast_compile_flags("")
+    assert added.split() == list(verify.FAST_COMPILE_FLAGS)
+    kept = verify._with_fast_compile_flags("--xla_cpu_use_fusion_emitters=true")
+    assert "--xla_cpu_use_fusion_emitters=true" in kept and "--xla_cpu_use_fusion_emitters=false" not in kept
+    assert "--xla_backend_optimization_level=0" in kept
+
+
+@pytest.mark.parametrize("before", [None, "--xla_dump_to=somewhere"])
+def test_xla_flags_set_during_the_checks_and_restored_after(monkeypatch, capsys, before):
+    seen = []
+    monkeypatch.setattr(verify, "_numeric_checks", lambda: {
+        "pl.duration": lambda: seen.append(os.environ.get("XLA_FLAGS")) or CheckResult("pass", "ok")})
+    if before is None:
+        monkeypatch.delenv("XLA_FLAGS", raising=False)
+    else:
+        monkeypatch.setenv("XLA_FLAGS", before)
+    assert verify.main(["--only", "pl.duration"]) == 0
+    assert all(f in seen[0] for f in verify.FAST_COMPILE_FLAGS) and (before or "") in seen[0]
+    assert os.environ.get("XLA_FLAGS") == before
+
+
 def test_unknown_id_exits_2_with_one_line(fake_numeric, capsys):
     rc = cli.main(["verify", "--only", "pl.duration", "thm9.nope"])
     err = capsys.readouterr().err.strip().splitlines()
