@@ -1,6 +1,7 @@
 """Test session setup.
 
-- XLA:CPU compiles at backend optimization level 0 (compilation dominates the suite's time).
+- XLA:CPU compiles at backend optimization level 0 and without the fusion emitters, as
+  `coupling verify` does (compilation dominates the suite's time).
 - Hypothesis profiles: ``deterministic`` (the default, used in CI: derandomized, no example
   database, no deadline) and ``dev`` (more examples). Pick one with HYPOTHESIS_PROFILE=dev.
 - Toy and theory comparisons run in float64, so x64 is switched on for the session here (never
@@ -14,8 +15,9 @@ import os
 
 # Tests compile many small programs and run each briefly, so XLA:CPU's backend optimizations cost
 # more than they save (about 30% of the suite's CPU time). Set before JAX creates its CPU client.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+for _flag in ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false"):
+    if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
 import jax  # noqa: E402
 import pytest
