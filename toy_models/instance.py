@@ -74,7 +74,7 @@ def _check_probs(arr: np.ndarray, name: str, where: str) -> None:
     sums = arr.sum(axis=-1)
     bad = np.flatnonzero(np.abs(sums - 1.0) > PROB_TOL)
     if bad.size:
-        raise InputError(f"{where}: `{name}` row {int(bad[0])} sums to {sums[bad[0]]!r}, "
+        raise InputError(f"{where}: `{name}` row {int(bad[0])} sums to {float(sums[bad[0]])!r}, "
                          f"not 1 within {PROB_TOL:g}")
 
 
