@@ -10,9 +10,13 @@ Bad input (``theory.errors.InputError``) prints one line and exits 2; argparse e
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 from theory.errors import InputError
+
+# The modules of the [llm] extra; checked before `coupling llm` imports anything of llm_check.
+LLM_EXTRA = ("flax", "safetensors", "tokenizers", "tqdm")
 
 USAGE = """usage: coupling {verify,toy,llm} ...
 
@@ -29,11 +33,11 @@ def _target(name: str):
     elif name == "toy":
         from toy_models.toy_cli import main
     elif name == "llm":
-        try:
-            from llm_check.cli import main
-        except ModuleNotFoundError as e:  # the [llm] extra is missing
-            raise InputError(f"`coupling llm` needs the llm extra ({e.name} is not installed): "
-                             "pip install 'sft-rl-coupling[llm]'") from e
+        missing = [m for m in LLM_EXTRA if importlib.util.find_spec(m) is None]
+        if missing:
+            raise InputError(f"`coupling llm` needs the llm extra ({', '.join(missing)} not "
+                             "installed): pip install 'sft-rl-coupling[llm]'")
+        from llm_check.cli import main
     else:
         return None
     return main
