@@ -41,7 +41,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -141,7 +141,7 @@ class RunConfig:
 
 # --------------------------------------------------------------------------- the per-seed context
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
     """What every stage of one seed shares: data arrays, reward functions, jitted functions."""
 
@@ -162,7 +162,18 @@ class Context:
     eval_answers: list
     heldout: tuple  # (tokens, attn, cmask) as jax arrays
     rewards: tuple
-    fns: dict = field(default_factory=dict)
+    fns: "Jitted"
+
+
+@dataclass(frozen=True)
+class Jitted:
+    """The jitted functions a seed's stages call, each compiled once per run (see ``_cached``)."""
+
+    ce: object      # (params, tokens, attn, cmask) -> held-out CE
+    local: object   # (params, delta, *held) -> (linear, quadratic, grad CE): the local prediction
+    logp: object    # (params, tokens, attn, cmask) -> (completion log-probs, entropies)
+    cos: object     # (tree, tree) -> cosine
+    dot: object     # (tree, tree) -> inner product
 
 
 def _load_model(cfg: RunConfig, seed: int):
@@ -222,6 +233,22 @@ def build_context(cfg: RunConfig, seed: int, loaded=None) -> tuple[Context, obje
     tp, tm = data_mod.encode_prompts(tok, [ex.prompt for ex in task.train], length=plen)
     ep, em = data_mod.encode_prompts(tok, [ex.prompt for ex in heldout_rows], length=plen)
     held = data_mod.encode_examples(tok, heldout_rows)
+    chunk = cfg.chunk_size
+
+    def ce(p, *held):
+        return heldout_ce(graphdef, rest, p, *held, chunk_size=chunk)
+
+    def local(p, d, *held):
+        return local_ce_prediction(lambda q: ce(q, *held), p, d)
+
+    fns = Jitted(
+        ce=_cached(("ce", graphdef, chunk), lambda: jax.jit(ce)),
+        local=_cached(("local", graphdef, chunk), lambda: jax.jit(local)),
+        logp=_cached(("logp", graphdef, chunk),
+                     lambda: make_completion_logprobs(graphdef, rest, chunk_size=chunk)),
+        cos=_cached(("cos",), lambda: jax.jit(tree_cos)),
+        dot=_cached(("dot",), lambda: jax.jit(tree_vdot)),
+    )
     ctx = Context(
         cfg=cfg, seed=seed, tok=tok, task=task, model_config=mc, graphdef=graphdef, rest=rest,
         train=data_mod.encode_examples(tok, task.train),
@@ -231,23 +258,7 @@ def build_context(cfg: RunConfig, seed: int, loaded=None) -> tuple[Context, obje
         eval_prompts=ep, eval_prompt_mask=em, eval_answers=[ex.answer for ex in heldout_rows],
         heldout=tuple(jnp.asarray(x) for x in (held.tokens, held.attention_mask,
                                                held.completion_mask)),
-        rewards=task_rewards(task.answer_pattern))
-    chunk = cfg.chunk_size
-
-    def ce(p, *held):
-        return heldout_ce(graphdef, rest, p, *held, chunk_size=chunk)
-
-    def local(p, d, *held):
-        return local_ce_prediction(lambda q: ce(q, *held), p, d)
-
-    ctx.fns = {
-        "ce": _cached(("ce", graphdef, chunk), lambda: jax.jit(ce)),
-        "local": _cached(("local", graphdef, chunk), lambda: jax.jit(local)),
-        "logp": _cached(("logp", graphdef, chunk),
-                        lambda: make_completion_logprobs(graphdef, rest, chunk_size=chunk)),
-        "cos": _cached(("cos",), lambda: jax.jit(tree_cos)),
-        "dot": _cached(("dot",), lambda: jax.jit(tree_vdot)),
-    }
+        rewards=task_rewards(task.answer_pattern), fns=fns)
     return ctx, params
 
 
@@ -281,13 +292,13 @@ def evaluate(ctx: Context, params, ref_params, kl_name: str) -> dict:
                      group_size=1, greedy=True)
     gtexts = decode_completions(ctx.tok, greedy.completion, greedy.completion_mask)
     tokens, attn, cmask = sequence_inputs(out, np.repeat(ctx.eval_prompt_mask, n, axis=0))
-    lp, _ = ctx.fns["logp"](params, tokens, attn, cmask)
-    ref_lp, _ = ctx.fns["logp"](ref_params, tokens, attn, cmask)
+    lp, _ = ctx.fns.logp(params, tokens, attn, cmask)
+    ref_lp, _ = ctx.fns.logp(ref_params, tokens, attn, cmask)
     kl = float(jnp.mean(jnp.sum((lp - ref_lp) * cmask, axis=-1)))
     ans = [a for a in ctx.eval_answers for _ in range(n)]
     reward = float(np.mean(strict(None, texts, answer=ans)))
     return {
-        "sft/ce_heldout": float(ctx.fns["ce"](params, *ctx.heldout)),
+        "sft/ce_heldout": float(ctx.fns.ce(params, *ctx.heldout)),
         "rl/reward": reward,
         "rl/reward_robust": float(np.mean(robust(None, texts, answer=ans))),
         "rl/format": float(np.mean(fmt(None, texts, answer=ans))),
@@ -340,8 +351,8 @@ def rl_step_fn(ctx: Context, optimizer, ref_params, optim_key=None):
                                baseline=g.baseline, std_normalize=g.std_normalize,
                                ddof=g.std_ddof, eps=g.std_eps).reshape(-1)
         tokens, attn, cmask = sequence_inputs(out, np.repeat(pmask, g.group_size, axis=0))
-        old_lp, ent = ctx.fns["logp"](params, tokens, attn, cmask)
-        ref_lp, _ = ctx.fns["logp"](ref_params, tokens, attn, cmask)
+        old_lp, ent = ctx.fns.logp(params, tokens, attn, cmask)
+        ref_lp, _ = ctx.fns.logp(ref_params, tokens, attn, cmask)
         start = params
         first_grads, inner = None, []
         for _ in range(g.inner_iters):
@@ -368,10 +379,10 @@ def rl_step_fn(ctx: Context, optimizer, ref_params, optim_key=None):
         if cfg.local_theory and (cfg.local_steps < 0 or k <= cfg.local_steps
                                  or k % cfg.eval_every == 0 or k == cfg.rl_steps):
             delta = tree_sub(params, start)
-            row["local/delta_norm"] = float(jnp.sqrt(ctx.fns["dot"](delta, delta)))
-            ce0 = float(ctx.fns["ce"](start, *ctx.heldout))
-            ce1 = float(ctx.fns["ce"](params, *ctx.heldout))
-            lin, quad, grad_ce = ctx.fns["local"](start, delta, *ctx.heldout)
+            row["local/delta_norm"] = float(jnp.sqrt(ctx.fns.dot(delta, delta)))
+            ce0 = float(ctx.fns.ce(start, *ctx.heldout))
+            ce1 = float(ctx.fns.ce(params, *ctx.heldout))
+            lin, quad, grad_ce = ctx.fns.local(start, delta, *ctx.heldout)
             neg_grad_j = jax.tree.map(jnp.negative, first_grads)
             row.update({
                 "local/ce_before": ce0,
@@ -379,7 +390,7 @@ def rl_step_fn(ctx: Context, optimizer, ref_params, optim_key=None):
                 "local/dce_linear": float(lin),
                 "local/dce_pred": float(lin) + float(quad),
                 "sft/ce_pred": ce0 + float(lin) + float(quad),
-                "grad/cos_ce_rl": float(ctx.fns["cos"](grad_ce, neg_grad_j)),
+                "grad/cos_ce_rl": float(ctx.fns.cos(grad_ce, neg_grad_j)),
             })
         return params, opt_state, row
 
