@@ -1,4 +1,4 @@
-"""Qwen3 in JAX/Flax NNX and the SFT/RL confirmation runs (DESIGN.md, ``llm_check/``).
+"""Qwen3 in JAX/Flax NNX and the SFT/RL confirmation runs (README.md, ``llm_check/``).
 
 Modules: ``config`` (Qwen3Config, presets), ``model`` (Qwen3 in NNX), ``logprobs`` (chunked token
 log-probs), ``tokenizer`` (chat format), ``sampling`` (KV-cache generation), ``weights`` (HF

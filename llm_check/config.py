@@ -1,6 +1,6 @@
 """Qwen3 model configuration: a frozen dataclass, read from and written to an HF ``config.json``.
 
-Implements the architecture facts of LLM.md (the Qwen3-0.6B table). Simplifications, stated so
+Implements the architecture facts of docs/qwen3.md (the Qwen3-0.6B table). Simplifications, stated so
 that nothing is silently ignored:
 
 - Only dense Qwen3 (``model_type: qwen3``) with full causal attention everywhere: a config that
@@ -162,7 +162,7 @@ _IGNORED = (
 
 
 def preset(name: str) -> Qwen3Config:
-    """``qwen3-0.6b`` (LLM.md's table) or ``tiny`` (2 layers, CPU-sized, the tiny tokenizer's vocab)."""
+    """``qwen3-0.6b`` (docs/qwen3.md) or ``tiny`` (2 layers, CPU-sized, the tiny tokenizer's vocab)."""
     if name == "qwen3-0.6b":
         return Qwen3Config(
             vocab_size=151_936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,

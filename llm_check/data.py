@@ -1,6 +1,6 @@
 """Data for the LLM confirmation runs: the built-in noisy-expert task, CoLA and generic JSONL.
 
-The built-in task (THEORY.md §7, "a controlled experiment uses a stochastic expert"):
+The built-in task (docs/theory.md §7, "a controlled experiment uses a stochastic expert"):
 
 - a prompt is ``"a+b="`` with digits ``a, b`` in ``0..max_operand`` (25 prompts by default);
 - the correct answer is ``str(a + b)``; the expert (the SFT data) writes it with probability

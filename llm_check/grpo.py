@@ -3,7 +3,7 @@
 Implements, per prompt x with G sampled completions y_1..y_G and rewards r_i:
 
 - advantages (``group_advantages``): A_i = r_i - b_i with the group-mean baseline b_i = mean(r)
-  (which includes r_i itself, so E[sum_i A_i grad log p(y_i)] / G = (1 - 1/G) grad J: THEORY.md
+  (which includes r_i itself, so E[sum_i A_i grad log p(y_i)] / G = (1 - 1/G) grad J: docs/theory.md
   [grpo.baseline]) or the leave-one-out baseline b_i = mean_{j != i} r_j (RLOO, unbiased); then,
   optionally, A_i / (std(r; ddof) + eps). Dividing by the group std re-weights prompts by
   1/std, a further bias: the expected update is no longer proportional to grad J.
@@ -12,7 +12,7 @@ Implements, per prompt x with G sampled completions y_1..y_G and rewards r_i:
   where k is the KL estimator against the frozen reference (``kl_per_token``):
       k1 = log p - log ref       (unbiased for KL(p || ref), can be negative)
       k2 = (log p - log ref)^2 / 2
-      k3 = exp(log ref - log p) - (log ref - log p) - 1   (>= 0 and unbiased: THEORY.md [kl.k3])
+      k3 = exp(log ref - log p) - (log ref - log p) - 1   (>= 0 and unbiased: docs/theory.md [kl.k3])
 - aggregation (``aggregate``): "seq_mean_token_mean" (mean over sequences of each one's token
   mean: the original GRPO, tunix), "token_mean" (one mean over all completion tokens: TRL's default),
   or "fixed_length" (sum over tokens / (number of sequences * max_new_tokens): Dr. GRPO).

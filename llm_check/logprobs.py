@@ -4,7 +4,7 @@
 quantity behind the SFT cross-entropy and the GRPO ratio. The final hidden states [B, T, D] are
 computed once; the LM head, log-softmax and target gather then run over chunks of ``chunk_size``
 positions with ``jax.lax.map``, each chunk under ``jax.checkpoint``, so neither the forward nor the
-backward pass ever holds the [B, T, V] float32 logits (5 GB at B=16, T=512, V=151,936; LLM.md).
+backward pass ever holds the [B, T, V] float32 logits (5 GB at B=16, T=512, V=151,936; docs/qwen3.md).
 Entropy is ``H_t = logsumexp(z) - sum_v softmax(z)_v z_v``, in float32.
 
 Positions whose target is padding get whatever the model says there; callers mask them (the

@@ -1,4 +1,4 @@
-"""The local second-order theory, measured on the LLM (THEORY.md §7, [thm31.local], [pl.threshold]).
+"""The local second-order theory, measured on the LLM (docs/theory.md §7, [thm31.local], [pl.threshold]).
 
 - ``local_ce_prediction``: for an update theta -> theta + delta, the prediction
       Delta CE ~= grad CE . delta + 1/2 delta^T H delta,
@@ -10,7 +10,7 @@
   estimate (minus the gradient of the GRPO loss) on the step's rollouts.
 - ``heldout_ce``: CE on held-out expert responses as a function of the params: the mean over
   responses of -log p(y|x) (nats per response, summed over the completion tokens and <|im_end|>),
-  which is THEORY.md's L and what ``sft/ce_heldout`` reports.
+  which is docs/theory.md's L and what ``sft/ce_heldout`` reports.
 
 Parameters are pytrees (the model's nnx.Param state); everything is a pure function.
 """

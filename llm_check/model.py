@@ -1,6 +1,6 @@
 """Qwen3 (dense) in Flax NNX, the whole model in this file, read top to bottom.
 
-Architecture (LLM.md's table): token embedding -> N x [RMSNorm -> attention -> residual,
+Architecture (docs/qwen3.md): token embedding -> N x [RMSNorm -> attention -> residual,
 RMSNorm -> SwiGLU MLP -> residual] -> final RMSNorm -> tied or untied LM head. Attention has
 per-head RMSNorm on q and k (``q_norm``/``k_norm``) applied BEFORE rotate-half RoPE, and grouped-query
 attention (``num_attention_heads / num_key_value_heads`` query heads share one k/v head). Note that

@@ -1,6 +1,6 @@
 """summary.json, report.md and the PNG plots of a ``coupling llm run``, beside theory's predictions.
 
-The predictions come from the tabular theory (THEORY.md §3, §4, §7) for the built-in task, whose
+The predictions come from the tabular theory (docs/theory.md §3, §4, §7) for the built-in task, whose
 expert is right with probability 1 - eps and otherwise gives one wrong answer (reward 1 / 0):
 
 - SFT then RL: at the regularized RL optimum with reference = the SFT optimum, the held-out CE
@@ -135,7 +135,7 @@ def render_markdown(cfg, summary: dict, wall_s: float | None = None) -> str:
     if wall_s is not None:
         lines += [f"Wall time: {wall_s:.0f} s.", ""]
     if th:
-        lines += ["## Theory for this task (tabular, THEORY.md §3, §4, §7)", "",
+        lines += ["## Theory for this task (tabular, docs/theory.md §3, §4, §7)", "",
                   f"- expert error rate eps = {th['eps']}, KL weight beta = {th['beta']};",
                   f"- CE of the exact SFT optimum (the expert's entropy): "
                   f"{th['ce_at_sft_optimum']:.4f} nats;",

@@ -1,7 +1,7 @@
 """Rewards: plain callables ``(prompts, completions, **columns) -> list[float]`` (TRL's signature).
 
-Per task, two rewards and one diagnostic (THEORY.md §7: "report both the strict and the robust
-reward"; LLM.md: "report correctness and format compliance separately"):
+Per task, two rewards and one diagnostic (docs/theory.md §7: "report both the strict and the robust
+reward"; docs/qwen3.md: "report correctness and format compliance separately"):
 
 - ``strict_reward`` (the training reward): 1 iff the whole completion, stripped of surrounding
   whitespace, is exactly the gold answer. Anything else (extra words, a second answer) earns 0.

@@ -1,6 +1,6 @@
 """SFT: masked token cross-entropy on the completion (and the closing <|im_end|>), AdamW.
 
-The loss is THEORY.md §1's L(theta) = E[-log p_theta(y|x)] on the expert's responses, written per
+The loss is docs/theory.md §1's L(theta) = E[-log p_theta(y|x)] on the expert's responses, written per
 token: over a batch, sum_{i,t} m_{i,t} (-log p(y_{i,t} | x_i, y_{i,<t})) / sum m, with m the
 completion mask (``data.TokenBatch``). Log-probs come from ``llm_check.logprobs.token_logprobs``,
 which works through the sequence in chunks so [B, T, V] f32 logits are never held at once.

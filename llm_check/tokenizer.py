@@ -1,4 +1,4 @@
-"""Tokenizer and the Qwen3 chat format with thinking off (LLM.md, "Chat format").
+"""Tokenizer and the Qwen3 chat format with thinking off (docs/qwen3.md, "Chat format").
 
 - ``load_tokenizer(path)`` reads ``tokenizer.json`` (+ ``tokenizer_config.json`` for the eos/pad
   names) with the ``tokenizers`` library. ``load_tokenizer("tiny")`` returns a small byte-level BPE

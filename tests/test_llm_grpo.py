@@ -1,4 +1,4 @@
-"""llm_check.grpo against the exact facts of THEORY.md §6, on a tiny Qwen3 whose sequence
+"""llm_check.grpo against the exact facts of docs/theory.md §6, on a tiny Qwen3 whose sequence
 distribution can be enumerated (vocabulary 3, horizon 2: nine sequences).
 
 - [grpo.baseline]: the expected GRPO gradient with the group-mean baseline is (1 - 1/G) grad J

@@ -1,4 +1,4 @@
-"""The catalogue: every THEORY.md claim ID, in order, with THEORY.md's label; failures are caught."""
+"""The catalogue: every docs/theory.md claim ID, in order, with docs/theory.md's label; failures are caught."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``analyze`` on THEORY.md §4 counterexample 2 (the shipped example file)."""
+"""``analyze`` on docs/theory.md §4 counterexample 2 (the shipped example file)."""
 
 from __future__ import annotations
 

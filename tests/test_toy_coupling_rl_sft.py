@@ -1,4 +1,4 @@
-"""RL then SFT (THEORY.md §4): the Gibbs identity, local changes, argmax bound, Pinsker, and the
+"""RL then SFT (docs/theory.md §4): the Gibbs identity, local changes, argmax bound, Pinsker, and the
 counterexample to the paper's Theorem 4.1."""
 
 from __future__ import annotations

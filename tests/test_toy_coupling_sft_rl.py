@@ -1,4 +1,4 @@
-"""SFT then RL (THEORY.md §3): closed forms against the trainers and THEORY.md's numbers."""
+"""SFT then RL (docs/theory.md §3): closed forms against the trainers and docs/theory.md's numbers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sampled policy-gradient and KL estimators (THEORY.md §6): exact expectations by enumeration,
+"""Sampled policy-gradient and KL estimators (docs/theory.md §6): exact expectations by enumeration,
 sampled means within a stated number of standard errors, and the on-policy GRPO identity."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The landscape bounds (THEORY.md §5) on exact quadratic landscapes."""
+"""The landscape bounds (docs/theory.md §5) on exact quadratic landscapes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Objectives of THEORY.md §1 and the exact optima."""
+"""Objectives of docs/theory.md §1 and the exact optima."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""The check catalogue: every claim ID of THEORY.md, in its order, with its label and symbolic check.
+"""The check catalogue: every claim ID of docs/theory.md, in its order, with its label and symbolic check.
 
-Labels follow THEORY.md: ``paper`` (the paper's statement, known exactly), ``corrected`` (the
+Labels follow docs/theory.md: ``paper`` (the paper's statement, known exactly), ``corrected`` (the
 provable version of a wrong or under-specified statement), ``reconstructed`` (our derivation
 standing in for an unknown v2 formula), ``refuted`` (a counterexample exists; ``pass`` means it
-was reproduced). The softmax-calculus and estimator facts of THEORY.md §2 and §6 carry no paper
+was reproduced). The softmax-calculus and estimator facts of docs/theory.md §2 and §6 carry no paper
 label there; they are labelled ``standard`` (textbook facts the toolkit relies on).
 
 The numeric column lives in ``toy_models.numeric_checks.NUMERIC_CHECKS`` (same IDs, same

@@ -1,4 +1,4 @@
-"""Closed forms of THEORY.md §3-§5 as small NumPy float64 functions (no sympy needed to call them).
+"""Closed forms of docs/theory.md §3-§5 as small NumPy float64 functions (no sympy needed to call them).
 
 Shapes: ``prompt_weights`` [X] (positive, sums to 1), ``expert``, ``reward``, ``reference``,
 ``sft_policy`` [X, Y] (rows are probability vectors over the Y responses; zeros allowed where
@@ -72,7 +72,7 @@ def _inputs(prompt_weights, expert, reward):
 
 
 def regularized_optimum(reference, reward, beta) -> np.ndarray:
-    """p*(y|x) = pi_ref(y|x) e^{r(x,y)/beta} / Z_beta(x)   (THEORY.md §1). Returns [X, Y]."""
+    """p*(y|x) = pi_ref(y|x) e^{r(x,y)/beta} / Z_beta(x)   (docs/theory.md §1). Returns [X, Y]."""
     ref = _distribution("reference", reference, 2)
     r = _array("reward", reward, 2)
     _check_shapes(reference=ref, reward=r)

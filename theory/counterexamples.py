@@ -1,8 +1,8 @@
-"""The two counterexamples to the paper's Theorem 4.1 (THEORY.md §4, claim ``thm41.paper``).
+"""The two counterexamples to the paper's Theorem 4.1 (docs/theory.md §4, claim ``thm41.paper``).
 
 The claim [refuted]: "after RL reaches its optimum, an SFT stage with a <= E KL <= A strictly
 lowers the raw reward J". ``pass`` for this claim means that both counterexamples were
-reproduced, in exact arithmetic (sympy Rationals and e), to the digits printed in THEORY.md.
+reproduced, in exact arithmetic (sympy Rationals and e), to the digits printed in docs/theory.md.
 
 1. r = 0, pi_ref = p_RL = (1/2, 1/2), p after SFT = (3/4, 1/4):
    E KL = (3/4) log(3/2) + (1/4) log(1/2) = 0.130812, inside [a, A] = [0.1, 0.2]; J stays 0.

@@ -19,7 +19,7 @@ simplification), and the result says which step failed and why:
   symbols), cross-checked at random points.
 - ``close``: two closed-form constants (no free symbols) agree to 30 digits when evaluated with
   50-digit arithmetic; used where ``simplify`` is slow on nested exponentials of numbers.
-- ``approx``: an exact (or 30-digit) value rounds to a number printed in THEORY.md; the
+- ``approx``: an exact (or 30-digit) value rounds to a number printed in docs/theory.md; the
   tolerance is half a unit in the last printed digit (``"0.7376"`` -> 5e-5, ``"1.11e-4"`` ->
   5e-7).
 
@@ -87,7 +87,7 @@ def close(name, lhs, rhs, why) -> Step:
 
 
 def approx(name, expr, stated: str, why) -> Step:
-    """``expr`` rounds to ``stated`` (a decimal string as printed in THEORY.md)."""
+    """``expr`` rounds to ``stated`` (a decimal string as printed in docs/theory.md)."""
     return Step(name, expr, stated, why, kind="approx")
 
 

@@ -1,4 +1,4 @@
-"""Exact facts about the policy-gradient and KL estimators the trainers use (THEORY.md §6).
+"""Exact facts about the policy-gradient and KL estimators the trainers use (docs/theory.md §6).
 
 Claims: ``grpo.baseline``, ``grpo.onpolicy``, ``kl.k3``.
 

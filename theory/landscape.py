@@ -1,6 +1,6 @@
 """Landscape results: PL rate, displacement, degradation, optimal duration, threshold, spectra.
 
-Claims (THEORY.md §5, all [reconstructed]: the v2 formulas are unknown): ``pl.rate``,
+Claims (docs/theory.md §5, all [reconstructed]: the v2 formulas are unknown): ``pl.rate``,
 ``pl.displacement``, ``pl.degradation``, ``pl.duration``, ``pl.threshold``,
 ``spectral.kantorovich``, ``spectral.topk``.
 
@@ -117,7 +117,7 @@ def check_duration(t_star: Callable = optimal_duration, stated: str = "0.4902") 
         d.at_least("concave at T*", 0, sp.diff(objective, T, 2).subs(T, best), "a maximum, not a minimum"),
         d.at_least("T* beats every other duration", objective.subs(T, best), objective,
                    "the objective at random T"),
-        d.approx("example mu=0.5, lambda_w=0.3, L_s=2, ell=1.5", best.subs(example), stated, "THEORY.md §5"),
+        d.approx("example mu=0.5, lambda_w=0.3, L_s=2, ell=1.5", best.subs(example), stated, "docs/theory.md §5"),
     ]
     return d.verify("pl.duration", steps, ranges={T: (0.0, 6.0)})
 

@@ -1,4 +1,4 @@
-"""The objectives of THEORY.md §1 as sympy expressions of one prompt's probability vectors.
+"""The objectives of docs/theory.md §1 as sympy expressions of one prompt's probability vectors.
 
 A "vector" is a sequence of sympy expressions (probabilities, rewards). Prompt weights are applied
 by the caller (``weighted``), so every function here is per prompt. Logarithms are written so
@@ -59,7 +59,7 @@ def partition(p_ref: Sequence, r: Sequence, beta):
 
 
 def tilt(p_ref: Sequence, r: Sequence, beta) -> list:
-    """The regularized optimum p*(y) = p_ref(y) exp(r(y)/beta) / Z_beta (THEORY.md §1)."""
+    """The regularized optimum p*(y) = p_ref(y) exp(r(y)/beta) / Z_beta (docs/theory.md §1)."""
     z = partition(p_ref, r, beta)
     return [pi * sp.exp(ri / beta) / z for pi, ri in zip(p_ref, r)]
 

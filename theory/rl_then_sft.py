@@ -1,4 +1,4 @@
-"""RL then SFT: what an SFT stage after RL provably does to the objectives (THEORY.md §4).
+"""RL then SFT: what an SFT stage after RL provably does to the objectives (docs/theory.md §4).
 
 Claims: ``thm41.gibbs``, ``thm41.local``, ``thm41.argmax``, ``thm41.pinsker`` (all [corrected]).
 The [refuted] ``thm41.paper`` lives in ``theory.counterexamples``.
@@ -8,7 +8,7 @@ Simplifications:
   needs that (p* = pi_ref e^{r/beta}/Z is used where the reference matters: thm41.gibbs, written
   with x_y = e^{r_y/beta} as positive symbols, so that only logarithms of symbols appear);
 - the local expansions use the exact Gibbs identity J_beta(p) - J_beta(p*) = -beta KL(p || p*)
-  and a cumulant series of the KL of an exponential tilt (THEORY.md §8), not the Hessian of
+  and a cumulant series of the KL of an exponential tilt (docs/theory.md §8), not the Hessian of
   J_beta in raw logits;
 - the argmax set is posed in gap coordinates r_y = r* - g_y (g_y = 0 on A, >= delta off A);
 - Pinsker's inequality and the Delta r * TV bound are checked numerically at random points.

@@ -1,4 +1,4 @@
-"""SFT then RL: Theorem 3.1, its beta-behaviour, its local form, and the KL threshold (THEORY.md §3).
+"""SFT then RL: Theorem 3.1, its beta-behaviour, its local form, and the KL threshold (docs/theory.md §3).
 
 Claims: ``thm31.identity`` [paper, generalized], ``thm31.c1`` [paper], ``thm31.beta`` [corrected],
 ``thm31.local`` [corrected], ``threshold.kl`` [reconstructed].
@@ -6,7 +6,7 @@ Claims: ``thm31.identity`` [paper, generalized], ``thm31.c1`` [paper], ``thm31.b
 Simplifications:
 - identities are checked for n = 2, 3, 4 responses with one prompt and n = 2 or 3 with two
   prompts; the weight of a lone prompt is a free positive symbol (every identity is linear in it);
-- expansions are posed in moment coordinates (THEORY.md §8): a series of
+- expansions are posed in moment coordinates (docs/theory.md §8): a series of
   ``log(1 + m1 t + m2 t^2/2 + m3 t^3/6)`` in ``t = 1/beta``, plus an exact check that the moments
   are those of the actual distribution; a direct series on a 2-response instance cross-checks it;
 - the small-beta limit is posed in gap coordinates ``r_y = r* - g_y`` (g_y >= 0), where sympy's

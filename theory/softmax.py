@@ -1,4 +1,4 @@
-"""Softmax calculus: the Fisher matrix and the policy gradient (THEORY.md §2).
+"""Softmax calculus: the Fisher matrix and the policy gradient (docs/theory.md §2).
 
 Claims: ``softmax.fisher`` and ``softmax.pg``.
 
@@ -22,13 +22,13 @@ from theory.symbols import positive_vector, prob_vector, q, real_vector
 
 
 def fisher_matrix(p: Sequence) -> sp.Matrix:
-    """F = diag(p) - p p^T (THEORY.md §2)."""
+    """F = diag(p) - p p^T (docs/theory.md §2)."""
     col = sp.Matrix(p)
     return sp.diag(*p) - col * col.T
 
 
 def policy_gradient(p: Sequence, r: Sequence, weight) -> sp.Matrix:
-    """grad_{theta_x} J = q(x) F r_x (THEORY.md §2, softmax.pg)."""
+    """grad_{theta_x} J = q(x) F r_x (docs/theory.md §2, softmax.pg)."""
     return weight * fisher_matrix(p) * sp.Matrix(r)
 
 

@@ -1,6 +1,6 @@
 """Every sympy symbol the derivations use, with its assumptions, in one place.
 
-Conventions (THEORY.md §1):
+Conventions (docs/theory.md §1):
 
 - A probability vector over n responses is n *positive* symbols ``p1..pn``; the constraint
   ``pn = 1 - (p1 + ... + p(n-1))`` is applied by the derivation engine (``theory.derivation``),
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-# Scalars of the setting (THEORY.md §1).
+# Scalars of the setting (docs/theory.md §1).
 beta = sp.Symbol("beta", positive=True)          # KL weight
 t = sp.Symbol("t", positive=True)                # 1/beta, the expansion variable
 eta = sp.Symbol("eta", positive=True)            # step size
@@ -27,11 +27,11 @@ G = sp.Symbol("G", positive=True, integer=True)  # group size of GRPO
 eps = sp.Symbol("epsilon", positive=True)        # clip range / noise level
 delta = sp.Symbol("delta", positive=True)        # reward gap to the best response outside A_x
 
-# Moment / cumulant coordinates (THEORY.md §8).
+# Moment / cumulant coordinates (docs/theory.md §8).
 m1, m2, m3 = sp.symbols("m1 m2 m3", real=True)   # E r, E r^2, E r^3
 mr, mw, mrw = sp.symbols("m_r m_w m_rw", real=True)  # E r, E w, E[r w]
 
-# Landscape constants (THEORY.md §5).
+# Landscape constants (docs/theory.md §5).
 mu = sp.Symbol("mu", positive=True)              # PL constant of J
 ell = sp.Symbol("ell", positive=True)            # smoothness of J
 Ls = sp.Symbol("L_s", positive=True)             # smoothness of L
@@ -49,7 +49,7 @@ lam_a, lam_b = sp.symbols("lambda_a lambda_b", positive=True)   # two eigenvalue
 w = sp.Symbol("w", positive=True)                # a squared direction component in (0, 1)
 
 
-# Rewards in gap coordinates (THEORY.md §3-§4: the argmax set A_x).
+# Rewards in gap coordinates (docs/theory.md §3-§4: the argmax set A_x).
 rstar = sp.Symbol("r_star", real=True)           # the largest reward on a support
 rmin = sp.Symbol("r_min", real=True)             # the smallest reward
 m_D = sp.Symbol("m_D", real=True)                # E_{p_D} r
@@ -68,7 +68,7 @@ direction3 = sp.symbols("delta1:4", real=True)             # a 3-D direction
 topk_g = sp.symbols("g1:5", real=True)                     # a 4-D direction in H's eigenbasis
 topk_z = sp.symbols("z1:5", nonnegative=True)              # lambda_i = z_i + ... + z_4
 
-# Estimators (THEORY.md §6).
+# Estimators (docs/theory.md §6).
 logp, logp_old, adv = sp.symbols("logp logp_old A", real=True)
 ref_logp = sp.Symbol("ref", real=True)           # log pi_ref(y)
 xk = sp.Symbol("x", real=True)                   # ref - logp

@@ -1,7 +1,7 @@
-"""``coupling toy analyze``: every quantity of THEORY.md §3–§4 on one instance, in closed form and
+"""``coupling toy analyze``: every quantity of docs/theory.md §3–§4 on one instance, in closed form and
 as measured by running the optax trainers, side by side.
 
-The contract keys (DESIGN.md) are computed as follows:
+The contract keys (README.md, "coupling toy analyze") are computed as follows:
 
 - ``c1_closed_form``: C1(β) = E_x[log E_{p_D} e^{r/β} − E_{p_D} r/β] (thm31.c1);
 - ``c1_measured``: start at the SFT optimum (policy = expert), run natural policy gradient on J_β

@@ -1,4 +1,4 @@
-"""Autoregressive tabular policy: the toy of an LLM's token factorization (THEORY.md §1).
+"""Autoregressive tabular policy: the toy of an LLM's token factorization (docs/theory.md §1).
 
 A response is a sequence y = (y_1, ..., y_H) over a vocabulary of V tokens, and
 
@@ -8,7 +8,7 @@ with one free logit vector per (prompt, prefix). There are P = Σ_{t<H} V^t pref
 sequences, small enough to enumerate exactly. Parameters are ``logits[X, P, V]``.
 
 The map token logits -> sequence distribution is onto the interior of the simplex over the N
-sequences, so every sequence-level statement of THEORY.md holds for this policy:
+sequences, so every sequence-level statement of docs/theory.md holds for this policy:
 ``token_logits_for`` inverts it (conditional probabilities of each prefix), and the tests check
 that sequence-level closed forms computed from the token-level policy agree with the tabular ones.
 

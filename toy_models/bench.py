@@ -1,4 +1,4 @@
-"""Benchmark: the theorem quantities of THEORY.md §3–§4 on random instances, vmapped and jitted in
+"""Benchmark: the theorem quantities of docs/theory.md §3–§4 on random instances, vmapped and jitted in
 JAX, against a plain per-instance NumPy loop computing the same quantities, in the same run.
 
     python -m toy_models.bench [--instances N] [--repeats R] [--x X] [--y Y] [--json]

@@ -20,7 +20,7 @@ LLM_EXTRA = ("flax", "safetensors", "tokenizers", "tqdm")
 
 USAGE = """usage: coupling {verify,toy,llm} ...
 
-  verify   check every claim of THEORY.md, symbolically (sympy) and numerically (JAX)
+  verify   check every claim of docs/theory.md, symbolically (sympy) and numerically (JAX)
   toy      analyze / explore / sweep tabular softmax instances
   llm      run / eval the Qwen3 confirmation runs (needs the [llm] extra)
 

@@ -1,4 +1,4 @@
-"""SFT then RL: the quantities of THEORY.md §3, per instance (vmap over a batch of instances).
+"""SFT then RL: the quantities of docs/theory.md §3, per instance (vmap over a batch of instances).
 
 Claims implemented: thm31.identity, thm31.c1, thm31.beta, thm31.local, threshold.kl. Everything is
 a closed form on probabilities; the numeric checks compare these with the trainers and with

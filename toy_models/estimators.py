@@ -1,4 +1,4 @@
-"""Sampled policy-gradient and KL estimators of THEORY.md §6 (grpo.baseline, grpo.onpolicy, kl.k3).
+"""Sampled policy-gradient and KL estimators of docs/theory.md §6 (grpo.baseline, grpo.onpolicy, kl.k3).
 
 For a policy with log-probabilities ``logp[X, Y]`` (any parametrization; gradients flow through
 ``logp``), each prompt gets a group of G sampled responses. The estimators are *surrogate
@@ -13,7 +13,7 @@ objectives* whose gradient is the estimate:
   k3 = e^{ref − logp} − (ref − logp) − 1 (≥ 0 and unbiased for KL(p ‖ ref) under y ∼ p).
 
 Aggregation: the mean over the group, q(x)-weighted over prompts (so that the estimate targets
-∇J of THEORY.md §1; every prompt is visited, only responses are sampled).
+∇J of docs/theory.md §1; every prompt is visited, only responses are sampled).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""A tabular instance of THEORY.md §1, its validation, the JSON file format, and random draws.
+"""A tabular instance of docs/theory.md §1, its validation, the JSON file format, and random draws.
 
 Fields (all float64 arrays): ``q[X]`` prompt weights, ``expert[X, Y]`` = p_D, ``reward[X, Y]`` = r,
 ``reference[X, Y]`` = π_ref, ``sft_policy[X, Y]`` = p_SFT, ``beta[]`` = β. ``Instance`` is a JAX
 pytree, so a batch of instances is one ``Instance`` with a leading axis on every field and the
 functions of this package can be ``jax.vmap``-ed over it.
 
-The JSON format is DESIGN.md's: ``prompt_weights``, ``expert``, ``reward``, ``beta`` and optionally
+The JSON format is the README's: ``prompt_weights``, ``expert``, ``reward``, ``beta`` and optionally
 ``reference`` (default: expert), ``sft_policy`` (default: expert) and ``sft_steps``. Every problem
 raises ``theory.errors.InputError`` naming the file and the key.
 """

@@ -1,4 +1,4 @@
-"""Landscape results of THEORY.md §5 [reconstructed]: PL rate, displacement, degradation, optimal
+"""Landscape results of docs/theory.md §5 [reconstructed]: PL rate, displacement, degradation, optimal
 RL duration, the non-decoupling threshold of one RL step, and the spectral bounds.
 
 The bounds are functions of the constants (μ, ℓ, L_s, Δ₀, ...). To check them, ``Quadratic`` is a

@@ -1,4 +1,4 @@
-"""Log-linear policy with features shared across prompts (THEORY.md §1, §7: "parameters shared
+"""Log-linear policy with features shared across prompts (docs/theory.md §1, §7: "parameters shared
 across prompts").
 
     p_w(y|x) ∝ exp(φ(x, y) · w),   φ ∈ ℝ^{X×Y×D},  w ∈ ℝ^D.

@@ -1,4 +1,4 @@
-"""One margin function per claim of THEORY.md: margin(case) ≥ 0 iff the claim holds on that case.
+"""One margin function per claim of docs/theory.md: margin(case) ≥ 0 iff the claim holds on that case.
 
 A *case* is a tabular ``Instance`` for the claims of §2–§4 and §6, and a ``LandscapeCase`` for the
 [reconstructed] landscape claims of §5. Margins are pure, scalar and differentiable almost
@@ -34,7 +34,7 @@ from toy_models.tabular import fisher, variance
 
 TOL = 1e-9  # slack for identities and inequalities (float64 round-off is ~1e-15 here)
 LOCAL_H = 1e-3  # base step of the Richardson extrapolation of local expansions
-SFT_STEPS = (0.1, 0.5, 1.0)  # the SFT step sizes of thm41.paper (DESIGN.md's default)
+SFT_STEPS = (0.1, 0.5, 1.0)  # the SFT step sizes of thm41.paper (the README's default)
 STRICT = 1e-12  # a raw-reward drop below this is no strict drop (round-off level)
 GROUP = 3  # group size of the exact (enumerated) estimator expectations
 

@@ -1,4 +1,4 @@
-"""The numeric column of ``coupling verify``: one check per claim ID of THEORY.md, in JAX float64.
+"""The numeric column of ``coupling verify``: one check per claim ID of docs/theory.md, in JAX float64.
 
 ``NUMERIC_CHECKS[claim_id]()`` returns a ``theory.catalogue.CheckResult``. Every check
 
@@ -11,7 +11,7 @@
    sampled estimators averaged over many groups).
 
 For the [refuted] ``thm41.paper``, ``pass`` means the counterexamples were reproduced: the two of
-THEORY.md §4, and one *found* by ``explore.search`` (random draws, gradient refinement, shrinking).
+docs/theory.md §4, and one *found* by ``explore.search`` (random draws, gradient refinement, shrinking).
 
 Each check switches float64 on for its own duration (``jax.enable_x64``), so the caller need not.
 Shapes are few (X×Y = 3×4 and 3×2, landscape D = 4), so jit compiles a handful of times per check.
@@ -276,7 +276,7 @@ def check_thm31_local() -> CheckResult:
 
 @_x64
 def check_threshold_kl() -> CheckResult:
-    # THEORY.md's example, RL run to the optimum by the NPG trainer.
+    # docs/theory.md's example, RL run to the optimum by the NPG trainer.
     betas = np.array([0.2, 1.0, 5.0])
     ex = _np(make_instance([1.0], [[1.0, 0.0, 0.0]], [[1.0, 1.0, 0.0]], 1.0, sft_policy=[[0.6, 0.3, 0.1]]))
     # a reward-maximal expert (mass on argmax r): exact RL never raises the SFT loss.

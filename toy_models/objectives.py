@@ -1,4 +1,4 @@
-"""The objectives of THEORY.md §1 on a policy given by its log-probabilities ``logp[X, Y]``.
+"""The objectives of docs/theory.md §1 on a policy given by its log-probabilities ``logp[X, Y]``.
 
 Working on log-probabilities lets one set of functions serve every policy of this package
 (tabular, autoregressive over enumerated sequences, log-linear) and keeps zero probabilities exact

@@ -5,7 +5,7 @@ Writes (atomically: everything goes to a temporary folder first, then each file 
 - ``sft_loss_during_rl.png``: SFT loss during RL (after SFT) against its second-order prediction
   (thm31.local), and the final rise against the thm31.identity closed form;
 - ``objective_reward_during_sft.png``: J_β and raw J during SFT after RL, with the local predictions
-  (thm41.local), including THEORY.md's counterexample 2, where J rises;
+  (thm41.local), including docs/theory.md's counterexample 2, where J rises;
 - ``c1_vs_beta.png``: C1(β), its large-β series and small-β asymptote (thm31.beta), and C1 measured
   by the NPG trainer at a few β;
 - ``pl_tradeoff.png``: the PL trade-off (reward gain minus λ_w × degradation bound) and T* (pl.duration);

@@ -1,4 +1,4 @@
-"""Tabular contextual bandit policy: one free logit vector per prompt (THEORY.md §1, §2).
+"""Tabular contextual bandit policy: one free logit vector per prompt (docs/theory.md §1, §2).
 
     p_θ(y|x) = softmax(θ_x)_y,   θ ∈ ℝ^{X×Y}.
 

@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("instance", help="instance JSON file (prompt_weights, expert, reward, beta, ...)")
     a.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e = sub.add_parser("explore", help="search for instances that violate a claim")
-    e.add_argument("--claim", required=True, help="claim ID of THEORY.md, e.g. thm41.paper")
+    e.add_argument("--claim", required=True, help="claim ID of docs/theory.md, e.g. thm41.paper")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--budget", type=int, default=4096, help="random instances to draw (default 4096)")
     e.add_argument("--json", action="store_true")

@@ -1,8 +1,8 @@
-"""``coupling verify``: check every claim of THEORY.md symbolically (sympy) and numerically (JAX).
+"""``coupling verify``: check every claim of docs/theory.md symbolically (sympy) and numerically (JAX).
 
     coupling verify [--json] [--only ID ...] [--junit FILE]
 
-One row per claim ID, in THEORY.md order, printed as soon as the claim is done: ID, label,
+One row per claim ID, in docs/theory.md order, printed as soon as the claim is done: ID, label,
 symbolic status, numeric status, seconds (the claim's symbolic plus numeric check time; the two
 columns run in parallel, so the rows add up to more than the wall time); then a summary line. Status values are ``pass``,
 ``fail`` and ``n/a``; for the [refuted] claim, ``pass`` means the counterexample was reproduced.
@@ -73,7 +73,7 @@ def _with_fast_compile_flags(flags: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="coupling verify",
-                                description="Check every claim of THEORY.md, symbolically and numerically.")
+                                description="Check every claim of docs/theory.md, symbolically and numerically.")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
     p.add_argument("--only", nargs="+", metavar="ID", help="check only these claim IDs")
     p.add_argument("--junit", metavar="FILE", help="also write JUnit XML to FILE")
