@@ -17,13 +17,36 @@ def test_all_hold():
 def test_identity_rejects_a_missing_one_over_beta():
     wrong = lambda s, pd, r, b: sp.log(partition(s, r, b)) - expectation(pd, r)  # noqa: E731
     result = m.check_identity(claimed=wrong, configs=((2, 1),))
-    assert result.failed.name == "n=2, 1 prompt: identity"
+    failed = {step.name for step in result.steps if not step.ok}
+    assert failed == {"any n, any prompts: L(p_RL) - L(p_SFT) = claimed", "n=2, 1 prompt: identity"}
+
+
+def _failed(result):
+    return {step.name for step in result.steps if not step.ok}
+
+
+def test_identity_rejects_a_partition_function_at_two_beta():
+    wrong = lambda s, pd, r, b: sp.log(partition(s, r, 2 * b)) - expectation(pd, r) / b  # noqa: E731
+    result = m.check_identity(claimed=wrong, configs=((2, 1),))
+    assert _failed(result) == {"any n, any prompts: L(p_RL) - L(p_SFT) = claimed", "n=2, 1 prompt: identity"}
+
+
+def test_identity_lhs_does_not_share_the_partition_function(monkeypatch):
+    """A bug in objectives.partition (Z at 2 beta) reaches only the claimed side, so it fails."""
+    import theory.objectives as objectives
+    real = objectives.partition
+    monkeypatch.setattr(objectives, "partition", lambda p, r, b: real(p, r, 2 * b))
+    monkeypatch.setattr(m, "partition", objectives.partition)
+    result = m.check_identity(configs=((2, 1),))
+    assert "any n, any prompts: L(p_RL) - L(p_SFT) = claimed" in _failed(result)
+    assert "n=2, 1 prompt: identity" in _failed(result)
 
 
 def test_c1_rejects_a_wrong_sign():
     wrong = lambda pd, r, b: sp.log(partition(pd, r, b)) + expectation(pd, r) / b  # noqa: E731
     result = m.check_c1(claimed=wrong, configs=((2, 1),))
-    assert result.failed.name == "n=2, 1 prompt: increase at the SFT optimum"
+    assert result.failed.name == "any n, any prompts: increase at the SFT optimum = claimed C1"
+    assert "n=2, 1 prompt: increase at the SFT optimum" in {s.name for s in result.steps if not s.ok}
 
 
 def test_beta_rejects_var_over_three_beta_squared():
@@ -45,6 +68,13 @@ def test_beta_rejects_a_small_beta_form_without_log_mass():
 def test_local_rejects_a_wrong_quadratic_coefficient():
     result = m.check_local(half=sp.Rational(1, 3))
     assert result.failed.name == "cumulant series"
+
+
+def test_threshold_reward_maximal_case_is_proved_not_sampled():
+    result = m.check_threshold()
+    kinds = {s.name: s.kind for s in result.steps}
+    assert kinds["sum_i s_i (1 - e^{-g_i/beta}) >= 0, so Delta L = log(1 - that) <= log 1 = 0"] == "sum_nonnegative"
+    assert "at_least" not in kinds.values()
 
 
 def test_threshold_rejects_a_wrong_variance_term_and_a_wrong_example_number():

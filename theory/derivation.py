@@ -38,7 +38,11 @@ from typing import Sequence
 import numpy as np
 import sympy as sp
 
-KINDS = ("equal", "series", "limit", "at_least", "nonnegative", "approx", "close")
+KINDS = ("equal", "series", "limit", "at_least", "nonnegative", "approx", "close", "sum_equal", "sum_nonnegative")
+# Kinds whose exact part is a proof for every size (theory.sums); the others prove fixed instances,
+# and ``at_least`` proves nothing (it is sampled).
+ANY_SIZE_KINDS = ("sum_equal", "sum_nonnegative")
+SUM_SIZES = (2, 3, 4)   # the sizes at which a sum step is cross-checked numerically
 EQUAL_POINTS = 24
 INEQUALITY_POINTS = 4000
 
@@ -55,6 +59,25 @@ class Step:
     var: sp.Symbol | None = None
     point: object = 0
     order: int = 0
+    facts: tuple = ()       # sum steps: the known sums (theory.sums.Fact) the proof may use
+    sizes: tuple = ()       # sum steps: the size symbols (n, prompts m, G, ...)
+    probs: tuple = ()       # sum steps: the IndexedBases that are probability vectors
+    sample: bool = True     # sum steps: False when random entries cannot meet the step's hypotheses
+
+
+def sum_equal(name, lhs, rhs, why, *, facts=(), sizes=(), probs=(), sample=True) -> Step:
+    """``lhs = rhs`` for every value of the size symbols: proved by ``theory.sums``, and cross-checked
+    numerically at sizes 2, 3, 4 with random entries (``sample=False``: when a fact is a hypothesis
+    that random entries do not meet; the caller then adds a fixed-size instance as cross-check)."""
+    return Step(name, lhs, rhs, why, kind="sum_equal", facts=tuple(facts), sizes=tuple(sizes), probs=tuple(probs),
+                sample=sample)
+
+
+def sum_nonnegative(name, expr, why, *, facts=(), sizes=(), probs=(), sample=True) -> Step:
+    """``expr >= 0`` for every size: after ``theory.sums.reduce`` every term is a non-negative
+    factor times a sum of non-negative summands; cross-checked at sizes 2, 3, 4."""
+    return Step(name, expr, sp.Integer(0), why, kind="sum_nonnegative", facts=tuple(facts),
+                sizes=tuple(sizes), probs=tuple(probs), sample=sample)
 
 
 def equal(name, lhs, rhs, why) -> Step:
@@ -224,7 +247,36 @@ def _exact(step: Step, constraint: dict) -> tuple[bool, str]:
         if not diff.is_number or abs(diff) > sp.Float("1e-30"):
             return False, f"lhs - rhs = {sp.N(diff, 5)} at 50 digits"
         return True, "agree to 30 digits"
+    if step.kind == "sum_equal":
+        from theory import sums
+        if not sums.is_zero(sp.sympify(step.lhs) - sp.sympify(step.rhs), step.facts):
+            return False, "lhs - rhs does not reduce to 0 for symbolic size"
+        return True, "reduces to 0 for every size"
+    if step.kind == "sum_nonnegative":
+        from theory import sums
+        if not sums.nonnegative(step.lhs, step.facts):
+            return False, "not shown >= 0 for symbolic size"
+        return True, ">= 0 for every size (sum of non-negative terms)"
     raise ValueError(f"unknown step kind {step.kind!r}; expected one of {KINDS}")
+
+
+def _numeric_sizes(step: Step, rng: np.random.Generator) -> tuple[bool, str]:
+    """Cross-check a sum step at concrete sizes: the first size symbol (n) at 2, 3, 4, the others
+    (prompts, ...) at 2; one random point each."""
+    from theory import sums
+    if not step.sample:
+        return True, "no random cross-check (hypotheses); see the fixed-size instance"
+    for size in SUM_SIZES:
+        for _ in range(1):
+            sizes = {sym: (size if k == 0 else 2) for k, sym in enumerate(step.sizes)}
+            lhs, rhs = sums.evaluate_at([step.lhs, step.rhs], sizes, step.probs, rng)
+            if not (np.isfinite(lhs) and np.isfinite(rhs)):
+                return False, f"not finite at size {size}"
+            if step.kind == "sum_equal" and abs(lhs - rhs) > 1e-9 * (1.0 + abs(lhs) + abs(rhs)):
+                return False, f"lhs and rhs differ at size {size}: {lhs:.6g} vs {rhs:.6g}"
+            if step.kind == "sum_nonnegative" and lhs < -1e-12:
+                return False, f"negative at size {size}: {lhs:.6g}"
+    return True, f"cross-checked at n = {', '.join(map(str, SUM_SIZES))}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,6 +316,8 @@ def _evaluate(exprs: list, values: dict, size: int) -> np.ndarray:
 def _numeric(step: Step, values: dict, size: int) -> tuple[bool, str]:
     if step.kind in ("approx", "close"):
         return True, "exact evaluation"
+    if step.kind in ANY_SIZE_KINDS:
+        return _numeric_sizes(step, np.random.default_rng(sum(map(ord, step.name))))
     if step.kind in ("equal", "at_least", "nonnegative"):
         lhs_entries, rhs_entries = _entries(step.lhs), _entries(step.rhs)
         both = _evaluate(lhs_entries + rhs_entries, values, size)
@@ -327,7 +381,7 @@ def verify(title: str, steps: Sequence[Step], *, simplices: Sequence[Sequence[sp
     constraint = {group[-1]: 1 - sum(group[:-1]) for group in simplices}
     symbols = set()
     for step in steps:
-        if step.kind in ("approx", "close"):
+        if step.kind in ("approx", "close", *ANY_SIZE_KINDS):
             continue
         for e in _entries(step.lhs) + _entries(step.rhs):
             symbols |= sp.sympify(e).free_symbols

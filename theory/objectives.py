@@ -11,15 +11,24 @@ from typing import Sequence
 
 import sympy as sp
 
+from theory.sums import Vec
+
+# Every function also accepts ``theory.sums.Vec`` vectors of symbolic length n (all arguments Vec),
+# and then returns ``Sum`` expressions, for the any-n proofs of docs/theory.md §8.
+
 
 def expectation(p: Sequence, f: Sequence):
     """E_p[f] = sum_y p_y f_y."""
+    if isinstance(p, Vec):
+        return _vsum(lambda i: p(i) * f(i), p.n)
     return sum(pi * fi for pi, fi in zip(p, f))
 
 
 def variance(p: Sequence, f: Sequence):
     """Var_p[f] = E_p[(f - E_p f)^2]."""
     mean = expectation(p, f)
+    if isinstance(p, Vec):
+        return _vsum(lambda i: p(i) * (f(i) - mean) ** 2, p.n)
     return sum(pi * (fi - mean) ** 2 for pi, fi in zip(p, f))
 
 
@@ -35,11 +44,15 @@ def third_cumulant(p: Sequence, f: Sequence):
 
 def kl(p: Sequence, p_ref: Sequence):
     """KL(p || p_ref) = sum_y p_y log(p_y / p_ref_y); terms with p_y = 0 are dropped."""
+    if isinstance(p, Vec):
+        return _vsum(lambda i: p(i) * sp.log(p(i) / p_ref(i)), p.n)
     return sum(pi * sp.log(pi / ri) for pi, ri in zip(p, p_ref) if pi != 0)
 
 
 def sft_loss(expert: Sequence, p: Sequence):
     """L for one prompt: sum_y p_D(y)(-log p(y)); terms with p_D(y) = 0 are dropped."""
+    if isinstance(expert, Vec):
+        return _vsum(lambda i: -expert(i) * sp.log(p(i)), expert.n)
     return sum(-di * sp.log(pi) for di, pi in zip(expert, p) if di != 0)
 
 
@@ -55,12 +68,16 @@ def regularized_objective(p: Sequence, r: Sequence, p_ref: Sequence, beta):
 
 def partition(p_ref: Sequence, r: Sequence, beta):
     """Z_beta = E_{p_ref}[exp(r / beta)]."""
+    if isinstance(p_ref, Vec):
+        return _vsum(lambda i: p_ref(i) * sp.exp(r(i) / beta), p_ref.n)
     return sum(pi * sp.exp(ri / beta) for pi, ri in zip(p_ref, r))
 
 
 def tilt(p_ref: Sequence, r: Sequence, beta) -> list:
     """The regularized optimum p*(y) = p_ref(y) exp(r(y)/beta) / Z_beta (docs/theory.md §1)."""
     z = partition(p_ref, r, beta)
+    if isinstance(p_ref, Vec):
+        return Vec(lambda i: p_ref(i) * sp.exp(r(i) / beta) / z, p_ref.n)
     return [pi * sp.exp(ri / beta) / z for pi, ri in zip(p_ref, r)]
 
 
@@ -68,6 +85,11 @@ def exp_tilt(p: Sequence, direction: Sequence) -> list:
     """softmax(log p + direction) = p exp(direction) / E_p[exp(direction)]."""
     z = sum(pi * sp.exp(di) for pi, di in zip(p, direction))
     return [pi * sp.exp(di) / z for pi, di in zip(p, direction)]
+
+
+def _vsum(fn, n):
+    i = sp.Dummy("i", integer=True, positive=True)
+    return sp.Sum(fn(i), (i, 1, n))
 
 
 def weighted(weights: Sequence, per_prompt: Sequence):

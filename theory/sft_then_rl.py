@@ -24,6 +24,8 @@ from typing import Callable, Mapping, Sequence
 import sympy as sp
 
 from theory import derivation as d
+from theory import generic as g
+from theory import sums
 from theory.objectives import (expectation, exp_tilt, kl, partition, sft_loss, third_cumulant,
                                tilt, variance, weighted)
 from theory.symbols import (beta, c, eta, gap_off, m1, m2, m3, m_D, positive_vector, prob_vector, q,
@@ -47,9 +49,25 @@ def c1_rhs(expert: Sequence, r: Sequence, b):
     return sp.log(partition(expert, r, b)) - expectation(expert, r) / b
 
 
+def _explicit_tilt(base, r, b):
+    """p_RL(i|x) = base(i|x) e^{r(x,i)/b} / Σ_j base(j|x) e^{r(x,j)/b}, written out (any n)."""
+    z = sums.vsum(lambda j: base[g.x, j] * sp.exp(r[g.x, j] / b), g.n)
+    return sums.Vec(lambda i: base[g.x, i] * sp.exp(r[g.x, i] / b) / z, g.n)
+
+
+def _identity_any_n(claimed: Callable) -> list:
+    S, D, R = g.per_prompt(g.sft), g.per_prompt(g.expert), g.per_prompt(g.rew)
+    p_rl = _explicit_tilt(g.sft, g.rew, beta)
+    change = g.E_x(sft_loss(D, p_rl) - sft_loss(D, S))
+    return [d.sum_equal("any n, any prompts: L(p_RL) - L(p_SFT) = claimed", change,
+                        g.E_x(claimed(S, D, R, beta)),
+                        "log p_SFT - log p_RL = log Z - r/beta; sum_y p_D(y) = 1",
+                        facts=g.FACTS, sizes=g.SIZES, probs=g.PROBS)]
+
+
 def check_identity(claimed: Callable = identity_rhs, configs=CONFIGS) -> d.Result:
     """L(p_RL) - L(p_SFT) = E_x[log E_{p_SFT} e^{r/beta} - E_{p_D} r / beta] for ANY p_SFT."""
-    steps, simplices = [], []
+    steps, simplices = _identity_any_n(claimed), []
     for n, prompts in configs:
         weights = _weights(prompts)
         simplices += [weights] if prompts > 1 else []
@@ -58,8 +76,10 @@ def check_identity(claimed: Callable = identity_rhs, configs=CONFIGS) -> d.Resul
             tag = "ab"[x]
             s, pd, r = prob_vector(f"s{tag}", n), prob_vector(f"d{tag}", n), real_vector(f"r{tag}", n)
             simplices += [s, pd]
-            p_rl = tilt(s, r, beta)
-            z = partition(s, r, beta)
+            # Written out here, not through theory.objectives.partition/tilt, so that the claimed
+            # right-hand side (which uses them) is compared with an independent left-hand side.
+            z = sum(si * sp.exp(ri / beta) for si, ri in zip(s, r))
+            p_rl = [si * sp.exp(ri / beta) / z for si, ri in zip(s, r)]
             change.append(sft_loss(pd, p_rl) - sft_loss(pd, s))
             via_logs.append(sum(pd[i] * (sp.log(z) - r[i] / beta) for i in range(n)))
             rhs.append(claimed(s, pd, r, beta))
@@ -74,11 +94,21 @@ def check_identity(claimed: Callable = identity_rhs, configs=CONFIGS) -> d.Resul
 
 def check_c1(claimed: Callable = c1_rhs, configs=((2, 1), (3, 1), (4, 1), (2, 2))) -> d.Result:
     """C1 = E_x[log Z - E_{p_D} r / beta] = E_x KL(p_D || p_RL) >= 0, zero iff r constant on supp."""
-    steps, simplices = [], []
+    D, R = g.per_prompt(g.expert), g.per_prompt(g.rew)
+    p_rl = _explicit_tilt(g.expert, g.rew, beta)
+    steps, simplices = [
+        d.sum_equal("any n, any prompts: increase at the SFT optimum = claimed C1",
+                    g.E_x(sft_loss(D, p_rl) - sft_loss(D, D)), g.E_x(claimed(D, R, beta)),
+                    "thm31.identity with p_SFT = p_D", facts=g.FACTS, sizes=g.SIZES, probs=g.PROBS),
+        d.sum_equal("any n, any prompts: C1 = E_x KL(p_D || p_RL)", g.E_x(claimed(D, R, beta)),
+                    g.E_x(kl(D, p_rl)), "log(p_D / p_RL) = log Z - r/beta",
+                    facts=g.FACTS, sizes=g.SIZES, probs=g.PROBS),
+        *g.kl_nonnegative(D, p_rl, "C1 >= 0"),
+    ], []
     for n, prompts in configs:
         weights = _weights(prompts)
         simplices += [weights] if prompts > 1 else []
-        change, c1, kls, tv2 = [], [], [], []
+        change, c1, kls = [], [], []
         for x in range(prompts):
             tag = "ab"[x]
             pd, r = prob_vector(f"d{tag}", n), real_vector(f"r{tag}", n)
@@ -87,25 +117,23 @@ def check_c1(claimed: Callable = c1_rhs, configs=((2, 1), (3, 1), (4, 1), (2, 2)
             change.append(sft_loss(pd, p_rl) - sft_loss(pd, pd))
             c1.append(claimed(pd, r, beta))
             kls.append(kl(pd, p_rl))
-            tv2.append(2 * (sum(sp.Abs(a - b) for a, b in zip(pd, p_rl)) / 2) ** 2)
         label = f"n={n}, {prompts} prompt{'s' * (prompts > 1)}"
         steps.append(d.equal(f"{label}: increase at the SFT optimum", weighted(weights, change),
                              weighted(weights, c1), "thm31.identity with p_SFT = p_D"))
         steps.append(d.equal(f"{label}: C1 = E_x KL(p_D || p_RL)", weighted(weights, c1),
                              weighted(weights, kls), "log(p_D / p_RL) = log Z - r/beta"))
-        steps.append(d.at_least(f"{label}: Jensen, C1 >= 2 E_x TV(p_D, p_RL)^2 >= 0",
-                                weighted(weights, c1), weighted(weights, tv2),
-                                "Pinsker; TV > 0 iff the tilt moves p_D iff r is non-constant on supp p_D"))
+        # C1 >= 0 is proved above for any n (KL through h >= 0); strictly > 0 iff h(p_RL/p_D) > 0
+        # somewhere, i.e. iff the tilt moves p_D, i.e. iff r is non-constant on supp p_D.
     pd, r = prob_vector("d", 3), real_vector("r", 3)
     simplices.append(pd)
     steps.append(d.equal("constant reward: C1 = 0", claimed(pd, (c, c, c), beta), 0,
                          "tilting by a constant changes nothing"))
     steps.append(d.equal("deterministic expert: C1 = 0", claimed((1, 0, 0), r, beta), 0,
                          "tilting a point mass leaves it unchanged"))
-    g = prob_vector("g", 2)
-    simplices.append(g)
+    gv = prob_vector("g", 2)
+    simplices.append(gv)
     steps.append(d.equal("reward constant on supp p_D only: C1 = 0",
-                         claimed((g[0], g[1], 0), (c, c, r[2]), beta), 0,
+                         claimed((gv[0], gv[1], 0), (c, c, r[2]), beta), 0,
                          "only the reward on the support of p_D matters"))
     return d.verify("thm31.c1", steps, simplices=simplices)
 
@@ -257,13 +285,51 @@ def check_local(half=sp.Rational(1, 2)) -> d.Result:
                     ranges={m1: (-1, 1), m2: (0, 2)})
 
 
+_ONE_MINUS_EXP = g.opaque_nonnegative("one_minus_exp", lambda a: 1 - sp.exp(-a))
+_u = sp.Symbol("u", nonnegative=True)
+
+
+def _threshold_any_n() -> list:
+    S, D, R = g.per_prompt(g.sft), g.per_prompt(g.expert), g.per_prompt(g.rew)
+    p_rl = _explicit_tilt(g.sft, g.rew, beta)
+    change = g.E_x(sft_loss(D, p_rl) - sft_loss(D, S))
+    steps = [
+        d.sum_equal("any n, any prompts: Delta L = E_x KL(p_D||p_RL) - E_x KL(p_D||p_SFT)", change,
+                    g.E_x(kl(D, p_rl) - kl(D, S)), "L = E_x[H(p_D) + KL(p_D || p)] and H(p_D) cancels",
+                    facts=g.FACTS, sizes=g.SIZES, probs=g.PROBS),
+        d.sum_equal("any n, any prompts: Delta L = E_x log E_SFT e^{r/beta} - E_x E_D r / beta", change,
+                    g.E_x(identity_rhs(S, D, R, beta)), "thm31.identity",
+                    facts=g.FACTS, sizes=g.SIZES, probs=g.PROBS),
+    ]
+    # Reward-maximal expert: r = r* - g with g >= 0 and sum_i p_D(i) g(i) = 0 (p_D lives where g = 0).
+    on_argmax = sums.known_sum("expert on the argmax set", lambda i: g.expert[g.x, i] * g.gaps[g.x, i],
+                               lambda i: sp.Integer(0))
+    facts = (*g.FACTS, on_argmax)
+    R_gap = sums.Vec(lambda i: rstar - g.gaps[g.x, i], g.n)
+    off = sums.vsum(lambda i: g.sft[g.x, i] * (1 - sp.exp(-g.gaps[g.x, i] / beta)), g.n)
+    steps += [
+        d.sum_equal("reward-maximal expert, any n: Delta L = log(1 - sum_i s_i (1 - e^{-g_i/beta}))",
+                    identity_rhs(S, D, R_gap, beta), sp.log(1 - off),
+                    "e^{r/beta} = e^{r*/beta} e^{-g/beta}, E_D r = r*, sum s = 1",
+                    facts=facts, sizes=(g.n,), probs=g.PROBS, sample=False),
+        d.equal("1 - e^{-u} = 0 at u = 0", (1 - sp.exp(-_u)).subs(_u, 0), 0, "value at 0"),
+        d.nonnegative("d/du (1 - e^{-u}) = e^{-u} >= 0", sp.diff(1 - sp.exp(-_u), _u),
+                      "so 1 - e^{-u} >= 0 for u >= 0"),
+        d.sum_nonnegative("sum_i s_i (1 - e^{-g_i/beta}) >= 0, so Delta L = log(1 - that) <= log 1 = 0",
+                          sums.vsum(lambda i: g.sft[g.x, i] * _ONE_MINUS_EXP(g.gaps[g.x, i] / beta), g.n),
+                          "s > 0 and 1 - e^{-u} >= 0 termwise; log is increasing",
+                          facts=facts, sizes=(g.n,), probs=g.PROBS),
+    ]
+    return steps
+
+
 THRESHOLD_EXAMPLE = {"before": "0.511", "beta=0.2": "0.406", "beta=1": "0.446", "beta=5": "0.493"}
 
 
 def check_threshold(var_coefficient=sp.Rational(1, 2),
                     example: Mapping[str, str] = THRESHOLD_EXAMPLE) -> d.Result:
     """RL lowers L iff E_x KL(p_D||p_RL) < E_x KL(p_D||p_SFT); large-beta form; worked example."""
-    steps, simplices = [], []
+    steps, simplices = _threshold_any_n(), []
     for n, prompts in ((3, 1), (2, 2)):
         weights = _weights(prompts)
         simplices += [weights] if prompts > 1 else []
@@ -295,8 +361,9 @@ def check_threshold(var_coefficient=sp.Rational(1, 2),
     simplices += [s3, g3]
     r = (rstar, rstar, rstar - gap)
     delta_l = identity_rhs(s3, (g3[0], g3[1], 0), r, beta)
-    steps.append(d.at_least("reward-maximal expert: RL never raises L", 0, delta_l,
-                            "E_SFT e^{r/beta} <= e^{r*/beta} = e^{E_D r/beta}"))
+    steps.append(d.equal("reward-maximal expert, n=3 cross-check: Delta L = log(1 - s_3 (1 - e^{-g/beta}))",
+                         delta_l, sp.log(1 - s3[2] * (1 - sp.exp(-gap / beta))),
+                         "the any-n form at n = 3, |A| = 2"))
     # Worked example: p_SFT = (0.6, 0.3, 0.1), r = (1, 1, 0), expert = response 1.
     sft = (sp.Rational(3, 5), sp.Rational(3, 10), sp.Rational(1, 10))
     rew = (1, 1, 0)
