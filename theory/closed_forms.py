@@ -157,3 +157,226 @@ def optimal_rl_duration(mu, weight, smooth_l, smooth_j) -> float:
         if not float(v) > 0:
             raise InputError(f"{name}: must be > 0, got {v!r}")
     return float(np.log1p(mu ** 2 / (weight * smooth_l * smooth_j)) / mu)
+
+
+# ------------------------------------------------------------------ estimator fixed points (§6)
+# docs/theory.md §6 [grpo.fixedpoint]: where sampled RL stops, per prompt, with exact expectations.
+# Every function is vectorised over prompts: ``reference``/``reward`` are [Y] (one prompt) or [X, Y],
+# ``beta`` a positive scalar or one value per prompt ([X]); the result has the shape of ``reference``.
+# Derivations and checks: theory.fixed_points (sympy), toy_models.fixed_points (JAX trainers).
+
+KL_KINDS = ("k2", "k1_reward", "k3")      # k2 loss / k1 in the reward: grad KL(p||ref); k3 loss: grad KL(ref||p)
+BASELINES = ("rloo", "mean", "std")       # leave-one-out; group mean; (r - mean)/(std + std_eps), mean baseline
+
+
+def _policy_inputs(reference, reward, beta):
+    ref = np.asarray(reference, dtype=np.float64)
+    if ref.ndim not in (1, 2):
+        raise InputError(f"reference: expected [Y] or [X, Y], got shape {ref.shape}")
+    ref = _distribution("reference", ref, ref.ndim)
+    r = _array("reward", reward, ref.ndim)
+    _check_shapes(reference=ref, reward=r)
+    b = np.asarray(beta, dtype=np.float64)
+    if not (b.ndim == 0 or (b.ndim == 1 and ref.ndim == 2 and b.shape[0] == ref.shape[0])):
+        raise InputError(f"beta: expected a scalar or one value per prompt, got shape {b.shape}")
+    if not np.all(np.isfinite(b)) or np.any(b <= 0):
+        raise InputError(f"beta: must be positive and finite, got {beta!r}")
+    b = np.broadcast_to(b, ref.shape[:-1]).astype(np.float64)
+    return ref, r, b
+
+
+def _group_size(group_size) -> int:
+    if int(group_size) != group_size or group_size < 2:
+        raise InputError(f"group_size: must be an integer >= 2, got {group_size!r}")
+    return int(group_size)
+
+
+def gibbs_tilt(reference, reward, beta) -> np.ndarray:
+    """p*(y) = ref(y) e^{r(y)/beta} / Z: the fixed point of RLOO with the exact KL gradient
+    (k2 as a loss, or k1 in the reward). [Y] or [X, Y]; ``beta`` scalar or [X]."""
+    ref, r, b = _policy_inputs(reference, reward, beta)
+    z = np.where(ref > 0, r / b[..., None], -np.inf)
+    z = z - np.max(z, axis=-1, keepdims=True)
+    w = np.where(ref > 0, ref * np.exp(z), 0.0)
+    return w / np.sum(w, axis=-1, keepdims=True)
+
+
+def group_mean_beta(beta, group_size):
+    """beta G/(G - 1): the group-mean baseline scales the expected policy gradient by 1 - 1/G, so its
+    fixed point is the exact one at this larger KL weight (works on scalars and arrays)."""
+    g = _group_size(group_size)
+    b = np.asarray(beta, dtype=np.float64)
+    if not np.all(np.isfinite(b)) or np.any(b <= 0):
+        raise InputError(f"beta: must be positive and finite, got {beta!r}")
+    out = b * g / (g - 1)
+    return float(out) if out.ndim == 0 else out
+
+
+def group_mean_fixed_point(reference, reward, beta, group_size) -> np.ndarray:
+    """Group-mean baseline + exact KL gradient: the Gibbs tilt at beta G/(G - 1)."""
+    ref, r, b = _policy_inputs(reference, reward, beta)
+    return gibbs_tilt(ref, r, group_mean_beta(b, group_size))
+
+
+def k3_fixed_point(reference, reward, beta, iters: int = 200) -> np.ndarray:
+    """k3 as a loss (unbiased baseline): the maximizer of J - beta KL(ref || p),
+
+        p_y = beta ref_y / (beta + J - r_y),   J = E_p r.
+
+    J is found by bisection: h(J) = sum_y beta ref_y/(beta + J - r_y) decreases from +inf at
+    J = r_max - beta to h(r_max) <= 1 (r_max over supp ref), and h(J) = 1 forces J = E_p r. Zero
+    reference probabilities stay zero.
+    """
+    ref, r, b = _policy_inputs(reference, reward, beta)
+    rs = np.where(ref > 0, r, -np.inf)
+    rmax = np.max(rs, axis=-1)
+    lo, hi = rmax - b, rmax.copy()
+    bb = b[..., None]
+
+    def mass(jv):
+        den = np.where(ref > 0, bb + jv[..., None] - r, 1.0)
+        return np.sum(np.where(ref > 0, bb * ref / den, 0.0), axis=-1)
+
+    for _ in range(int(iters)):
+        mid = 0.5 * (lo + hi)
+        too_small = mass(mid) > 1.0      # J below the root: the weights sum to more than 1
+        lo, hi = np.where(too_small, mid, lo), np.where(too_small, hi, mid)
+    jv = 0.5 * (lo + hi)
+    den = np.where(ref > 0, bb + jv[..., None] - r, 1.0)
+    p = np.where(ref > 0, bb * ref / den, 0.0)
+    return p / np.sum(p, axis=-1, keepdims=True)
+
+
+def std_division_multiplier(s, group_size, ddof: int = 1, std_eps: float = 1e-4) -> np.ndarray:
+    """m(s) = E[A_i | r_i = 1] - E[A_i | r_i = 0] for A_i = (r_i - mean)/(std + std_eps) over a group of
+    G binary rewards with success probability s (std with ``ddof``, as TRL's GRPO: ddof=1).
+
+    Exact: sums over the binomial number K of successes among the other G - 1 samples. Given r_i, A_i
+    depends on y_i through r_i only, so E[A_i grad log p(y_i)] = m(s) grad s = m(s) grad J.
+    """
+    g = _group_size(group_size)
+    if ddof not in (0, 1):
+        raise InputError(f"ddof: must be 0 or 1, got {ddof!r}")
+    if not float(std_eps) >= 0:
+        raise InputError(f"std_eps: must be >= 0, got {std_eps!r}")
+    s = _array("s", s, np.ndim(s))
+    if np.any((s < 0) | (s > 1)):
+        raise InputError("s: success probabilities must lie in [0, 1]")
+    from math import comb
+
+    def adv(k_total: int, own: int) -> float:
+        mean = k_total / g
+        sd = np.sqrt(k_total * (g - k_total) / g / (g - ddof))
+        denom = sd + std_eps
+        return 0.0 if denom == 0 else (own - mean) / denom
+
+    out = np.zeros_like(s)
+    for k in range(g):   # successes among the other G - 1
+        weight = comb(g - 1, k) * s ** k * (1 - s) ** (g - 1 - k)
+        out = out + weight * (adv(k + 1, 1) - adv(k, 0))
+    return out
+
+
+def std_division_fixed_point(s_ref, group_size, beta, kl: str = "k2", ddof: int = 1,
+                             std_eps: float = 1e-4, grid: int = 2048) -> np.ndarray:
+    """Success probability s* where GRPO with std-divided advantages stops, per prompt (binary reward).
+
+    The expected update of a prompt is m(s) grad J - beta grad KL, i.e. an effective KL weight
+    beta' = beta/m(s). Stationarity, in the logit u = log(s/(1-s)) of the success set:
+
+    - ``kl`` = "k2" or "k1_reward" (grad KL(p||ref)): s = tilt(s_ref, beta/m(s)), i.e.
+      m(s) = beta (u - u_ref);
+    - ``kl`` = "k3" (grad KL(ref||p)): the k3 form with beta', i.e. m(s) s (1 - s) = beta (s - s_ref).
+
+    Returns the first root above s_ref (the one the flow from the reference reaches: the residual is
+    > 0 at s_ref), found by a grid scan in u then bisection. s_ref in {0, 1} is returned unchanged.
+    ``s_ref`` and ``beta`` broadcast against each other.
+    """
+    if kl not in KL_KINDS:
+        raise InputError(f"kl: choose one of {KL_KINDS}, got {kl!r}")
+    g = _group_size(group_size)
+    s_ref = _array("s_ref", s_ref, np.ndim(s_ref))
+    if np.any((s_ref < 0) | (s_ref > 1)):
+        raise InputError("s_ref: success probabilities must lie in [0, 1]")
+    b = np.asarray(beta, dtype=np.float64)
+    if not np.all(np.isfinite(b)) or np.any(b <= 0):
+        raise InputError(f"beta: must be positive and finite, got {beta!r}")
+    s_ref, b = np.broadcast_arrays(s_ref, b)
+    inner = (s_ref > 0) & (s_ref < 1)
+    sr = np.where(inner, s_ref, 0.5)
+    u_ref = np.log(sr) - np.log1p(-sr)
+    m_max = 2.0 * g   # |A_i| <= sqrt(G), so m <= 2G
+
+    def residual(u):
+        s = 1.0 / (1.0 + np.exp(-u))
+        m = std_division_multiplier(s, g, ddof, std_eps)
+        if kl == "k3":
+            return m * s * (1 - s) - b_ * (s - sr_)
+        return m - b_ * (u - ur_)
+
+    span = np.where(kl == "k3", np.log(m_max / (b * (1 - sr)) + 1.0) + np.abs(u_ref) + 4.0, m_max / b + 1.0)
+    steps = np.linspace(0.0, 1.0, grid + 1)
+    us = u_ref[..., None] + span[..., None] * steps                       # [..., grid+1]
+    b_, sr_, ur_ = b[..., None], sr[..., None], u_ref[..., None]
+    res = residual(us)
+    below = res <= 0
+    first = np.argmax(below, axis=-1)                                       # first grid point with res <= 0
+    if not np.all(np.any(below, axis=-1) | ~inner):
+        raise InputError("std_division_fixed_point: no root found on the scanned range")
+    first = np.maximum(first, 1)
+    lo = np.take_along_axis(us, (first - 1)[..., None], -1)[..., 0]
+    hi = np.take_along_axis(us, first[..., None], -1)[..., 0]
+    b_, sr_, ur_ = b, sr, u_ref
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        pos = residual(mid) > 0
+        lo, hi = np.where(pos, mid, lo), np.where(pos, hi, mid)
+    s_star = 1.0 / (1.0 + np.exp(-0.5 * (lo + hi)))
+    return np.where(inner, s_star, s_ref)
+
+
+def binary_rescale(reference, reward, s_new) -> np.ndarray:
+    """The policy that keeps ref's shape inside the rewarded set {r = 1} and the unrewarded set, with
+    success probability ``s_new`` per prompt ([X] or scalar): every fixed point above has this form
+    for a binary reward."""
+    ref = np.asarray(reference, dtype=np.float64)
+    ref = _distribution("reference", ref, ref.ndim)
+    r = _array("reward", reward, ref.ndim)
+    _check_shapes(reference=ref, reward=r)
+    if not np.all((r == 0) | (r == 1)):
+        raise InputError("reward: a binary reward must be 0 or 1")
+    s_ref = np.sum(ref * r, axis=-1, keepdims=True)
+    s_new = np.asarray(s_new, dtype=np.float64)[..., None] if np.ndim(s_new) else float(s_new)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up = np.where(s_ref > 0, s_new / s_ref, 0.0)
+        down = np.where(s_ref < 1, (1 - s_new) / (1 - s_ref), 0.0)
+    return ref * np.where(r == 1, up, down)
+
+
+def estimator_fixed_point(reference, reward, beta, group_size, baseline: str = "rloo", kl: str = "k2",
+                          ddof: int = 1, std_eps: float = 1e-4) -> np.ndarray:
+    """The policy where sampled RL with this estimator stops, per prompt (docs/theory.md §6):
+
+    ============  =================  ======================================================
+    baseline      kl                 fixed point
+    ============  =================  ======================================================
+    rloo          k2 / k1_reward     gibbs_tilt(ref, r, beta)
+    mean          k2 / k1_reward     gibbs_tilt(ref, r, beta G/(G-1))
+    rloo          k3                 k3_fixed_point(ref, r, beta)
+    mean          k3                 k3_fixed_point(ref, r, beta G/(G-1))
+    std           any                binary reward only: success rate from std_division_fixed_point
+    ============  =================  ======================================================
+    """
+    if baseline not in BASELINES:
+        raise InputError(f"baseline: choose one of {BASELINES}, got {baseline!r}")
+    if kl not in KL_KINDS:
+        raise InputError(f"kl: choose one of {KL_KINDS}, got {kl!r}")
+    ref, r, b = _policy_inputs(reference, reward, beta)
+    g = _group_size(group_size)
+    if baseline == "std":
+        s_ref = np.sum(ref * r, axis=-1)
+        if not np.all((r == 0) | (r == 1)):
+            raise InputError("reward: std division is characterised for binary rewards (0 or 1) only")
+        return binary_rescale(ref, r, std_division_fixed_point(s_ref, g, b, kl, ddof, std_eps))
+    eff = b if baseline == "rloo" else group_mean_beta(b, g)
+    return k3_fixed_point(ref, r, eff) if kl == "k3" else gibbs_tilt(ref, r, eff)
