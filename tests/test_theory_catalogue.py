@@ -16,13 +16,16 @@ THEORY_IDS = (
     "threshold.kl", "thm41.gibbs", "thm41.local", "thm41.argmax", "thm41.pinsker", "thm41.paper",
     "pl.rate", "pl.displacement", "pl.degradation", "pl.duration", "pl.threshold",
     "spectral.kantorovich", "spectral.topk", "grpo.baseline", "grpo.onpolicy", "kl.k3",
+    "kl.grad", "kl.token", "grpo.fixedpoint", "thm31.path",
 )
 LABELS = {
     "thm31.identity": "paper", "thm31.c1": "paper", "thm31.beta": "corrected", "thm31.local": "corrected",
     "threshold.kl": "reconstructed", "thm41.gibbs": "corrected", "thm41.local": "corrected",
     "thm41.argmax": "corrected", "thm41.pinsker": "corrected", "thm41.paper": "refuted",
     **{i: "reconstructed" for i in THEORY_IDS if i.startswith(("pl.", "spectral."))},
-    **{i: "standard" for i in ("softmax.fisher", "softmax.pg", "grpo.baseline", "grpo.onpolicy", "kl.k3")},
+    **{i: "standard" for i in ("softmax.fisher", "softmax.pg", "grpo.baseline", "grpo.onpolicy", "kl.k3",
+                               "kl.grad", "kl.token")},
+    "grpo.fixedpoint": "extension", "thm31.path": "extension",
 }
 
 

@@ -17,10 +17,11 @@ import functools
 from typing import Callable
 
 from theory import counterexamples, estimators, landscape, rl_then_sft, sft_then_rl, softmax
+from theory import fixed_points, kl_gradients, npg_path
 from theory.derivation import Result
 
 STATUSES = ("pass", "fail", "n/a")
-LABELS = ("paper", "corrected", "reconstructed", "refuted", "standard")
+LABELS = ("paper", "corrected", "reconstructed", "refuted", "standard", "extension")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,14 @@ CLAIMS: tuple[Claim, ...] = (
     _claim("grpo.onpolicy", "standard", "on-policy clipped GRPO gradient = advantage-weighted log-lik gradient",
            estimators.check_onpolicy),
     _claim("kl.k3", "standard", "k3 >= 0 and unbiased for KL(p || ref)", estimators.check_k3),
+    _claim("kl.grad", "standard", "as losses: E grad k1 = 0, E grad k2 = grad KL(p||ref), E grad k3 = grad KL(ref||p); "
+           "k1 in the reward = grad KL(p||ref)", kl_gradients.check_grad),
+    _claim("kl.token", "standard", "grad sequence KL = E[sum_t (sum_{s>=t} l_s) grad log p_t]; per-token k2 is partial",
+           kl_gradients.check_token),
+    _claim("grpo.fixedpoint", "extension", "fixed points: RLOO tilt; group mean tilt at beta G/(G-1); k3 "
+           "beta ref/(beta + J - r); std division beta/m(s)", fixed_points.check_fixedpoint),
+    _claim("thm31.path", "extension", "NPG from theta*: theta* + r tau(t), tau = (1 - e^{-beta t})/beta; "
+           "L - L* = f(tau(t)) rises to C1", npg_path.check_path),
 )
 
 IDS: tuple[str, ...] = tuple(c.id for c in CLAIMS)

@@ -27,6 +27,7 @@ import numpy as np
 from toy_models import coupling_rl_sft as rls
 from toy_models import coupling_sft_rl as srl
 from toy_models import estimators as est
+from toy_models import fixed_points as _fp
 from toy_models import landscape as land
 from toy_models import objectives as obj
 from toy_models.instance import Instance, random_batch
@@ -398,4 +399,8 @@ MARGINS: dict[str, ClaimMargin] = {
     "grpo.baseline": _tab(grpo_baseline),
     "grpo.onpolicy": _tab(grpo_onpolicy),
     "kl.k3": _tab(kl_k3),
+    "kl.grad": _tab(_fp.kl_grad_margin),
+    "kl.token": _tab(_fp.kl_token_margin),
+    "grpo.fixedpoint": _tab(_fp.fixedpoint_margin),
+    "thm31.path": _tab(_fp.path_margin),
 }

@@ -38,6 +38,7 @@ from toy_models import coupling_rl_sft as rls
 from toy_models import coupling_sft_rl as srl
 from toy_models import estimators as est
 from toy_models import explore
+from toy_models import fixed_points
 from toy_models import landscape as land
 from toy_models import margins as mg
 from toy_models import objectives as obj
@@ -695,4 +696,8 @@ NUMERIC_CHECKS: dict[str, Callable[[], CheckResult]] = {
     "grpo.baseline": check_grpo_baseline,
     "grpo.onpolicy": check_grpo_onpolicy,
     "kl.k3": check_kl_k3,
+    "kl.grad": fixed_points.check_kl_grad,
+    "kl.token": fixed_points.check_kl_token,
+    "grpo.fixedpoint": fixed_points.check_grpo_fixedpoint,
+    "thm31.path": fixed_points.check_thm31_path,
 }
