@@ -93,3 +93,29 @@ def test_optimal_duration_example():
 def test_bad_input_raises_input_error(call, message):
     with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
         call()
+
+
+# ---------------------------------------------------------------- estimator fixed points (§6)
+
+def test_estimator_fixed_points_are_stationary_and_checked():
+    import numpy as np
+    import pytest
+    from theory import closed_forms as cf
+    from theory.errors import InputError
+    ref = np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
+    r = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]])
+    beta = np.array([0.5, 2.0])
+    p = cf.k3_fixed_point(ref, r, beta)
+    j = (p * r).sum(-1, keepdims=True)
+    assert np.allclose(p, beta[:, None] * ref / (beta[:, None] + j - r), atol=1e-12)
+    assert np.allclose(cf.group_mean_fixed_point(ref, r, 0.5, 4), cf.gibbs_tilt(ref, r, 0.5 * 4 / 3))
+    assert cf.group_mean_beta(1.0, 2) == 2.0
+    s = cf.std_division_fixed_point([0.1, 0.5], 4, 0.5)
+    m = cf.std_division_multiplier(s, 4)
+    logit = lambda x: np.log(x / (1 - x))  # noqa: E731
+    assert np.allclose(0.5 * (logit(s) - logit(np.array([0.1, 0.5]))), m, atol=1e-9)
+    for bad in (lambda: cf.gibbs_tilt(ref, r, -1), lambda: cf.k3_fixed_point(ref[:, :2], r, 1),
+                lambda: cf.std_division_multiplier(1.5, 4), lambda: cf.group_mean_beta(1, 1),
+                lambda: cf.estimator_fixed_point(ref, r, 1, 4, "std")):
+        with pytest.raises(InputError):
+            bad()

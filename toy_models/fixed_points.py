@@ -103,7 +103,8 @@ def estimator_gradients(logp0, log_ref):
 CLAIMED_KL = {"k1": "zero", "k2": "forward", "k3": "reverse", "k1_reward": "forward"}
 
 
-def _kl_grad_errors(logp0, log_ref, claimed=CLAIMED_KL):
+def _kl_grad_errors(logp0, log_ref, claimed=None):
+    claimed = CLAIMED_KL if claimed is None else claimed
     got, fwd, rev = estimator_gradients(logp0, log_ref)
     target = {"zero": jnp.zeros_like(fwd), "forward": fwd, "reverse": rev}
     return {k: jnp.max(jnp.abs(got[k] - target[claimed[k]])) for k in got}, jnp.max(jnp.abs(fwd - rev))
