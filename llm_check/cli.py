@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from theory.errors import InputError
 
 if TYPE_CHECKING:
-    from llm_check.pipeline import RunConfig
+    from llm_check.run_config import RunConfig
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -44,12 +44,13 @@ def _floats(text: str) -> tuple[float, ...]:
         raise InputError(f"setting --lrs {text!r}: expected comma-separated numbers") from None
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _add_common(p: argparse.ArgumentParser, single_eps: bool = True) -> None:
     d = _defaults()
     p.add_argument("--model", default="tiny", help="'tiny' (built-in, random init) or a folder "
                    "holding an HF Qwen3 snapshot or a run's checkpoint")
     p.add_argument("--task", default="builtin", help="builtin | cola:DIR | jsonl:FILE")
-    p.add_argument("--eps", type=float, default=d.eps, help="built-in task: expert error rate")
+    if single_eps:
+        p.add_argument("--eps", type=float, default=d.eps, help="built-in task: expert error rate")
     p.add_argument("--max-operand", type=int, default=d.max_operand)
     p.add_argument("--n-train", type=int, default=d.n_train)
     p.add_argument("--n-heldout", type=int, default=d.n_heldout)
@@ -61,9 +62,58 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _defaults():
-    from llm_check.pipeline import RunConfig
+    from llm_check.run_config import RunConfig
 
     return RunConfig()
+
+
+def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> None:
+    """The settings of one run (``run`` and ``sweep`` share them)."""
+    _add_common(p, single_eps)
+    p.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,fsdp=4")
+    p.add_argument("--dtype", default=d.dtype, help="compute dtype: float32 (CPU) or bfloat16 "
+                   "(GPU/TPU, float32 master weights)")
+    p.add_argument("--base-steps", type=int, default=None,
+                   help=f"format pre-training steps (default {d.base_steps} for tiny, 0 for PATH)")
+    p.add_argument("--base-p-correct", type=float, default=d.base_p_correct)
+    p.add_argument("--base-lr", type=float, default=d.base_optim.lr)
+    p.add_argument("--init-std", type=float, default=d.init_std)
+    p.add_argument("--sft-steps", type=int, default=d.sft_steps)
+    p.add_argument("--sft-batch", type=int, default=d.sft_batch)
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    p.add_argument("--sft-lr", type=float, default=d.sft_optim.lr)
+    p.add_argument("--sft-schedule", default=d.sft_optim.schedule, help="constant | cosine")
+    p.add_argument("--warmup-steps", type=int, default=d.sft_optim.warmup_steps)
+    p.add_argument("--weight-decay", type=float, default=d.sft_optim.weight_decay)
+    p.add_argument("--clip-norm", type=float, default=d.sft_optim.clip_norm)
+    p.add_argument("--rl-steps", type=int, default=d.rl_steps)
+    p.add_argument("--rl-lr", type=float, default=d.rl_optim.lr)
+    p.add_argument("--beta", type=float, default=d.grpo.beta, help="KL weight")
+    p.add_argument("--group-size", type=int, default=d.grpo.group_size)
+    p.add_argument("--prompts-per-step", type=int, default=d.grpo.prompts_per_step)
+    p.add_argument("--setting", default="exact", help="GRPO estimator preset: exact (KL of the "
+                   "completion in the reward, RLOO, no std division: converges to the Gibbs tilt "
+                   "p*) or paper (k3 loss, group mean, std division); the five flags below "
+                   "override single fields of it")
+    p.add_argument("--kl-mode", default=None, help="reward | loss (where the KL term goes)")
+    p.add_argument("--kl-estimator", default=None, help="k1 | k2 | k3 (the per-token estimator "
+                   "in --kl-mode loss)")
+    p.add_argument("--baseline", default=None, help="mean | loo")
+    p.add_argument("--std-normalize", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--std-ddof", type=int, default=d.grpo.std_ddof)
+    p.add_argument("--std-eps", type=float, default=d.grpo.std_eps)
+    p.add_argument("--aggregation", default=None,
+                   help="seq_mean_token_mean | token_mean | fixed_length")
+    p.add_argument("--clip-eps", type=float, default=d.grpo.clip_eps_low)
+    p.add_argument("--clip-eps-high", type=float, default=None, help="default: --clip-eps")
+    p.add_argument("--inner-iters", type=int, default=d.grpo.inner_iters)
+    p.add_argument("--top-p", type=float, default=d.grpo.top_p)
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
+    p.add_argument("--local-steps", type=int, default=d.local_steps,
+                   help="local theory on RL steps 1..N and every eval step (-1: every step)")
+    p.add_argument("--no-local-theory", action="store_true",
+                   help="skip the per-step second-order prediction (an HVP per RL step)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,50 +122,22 @@ def _parser() -> argparse.ArgumentParser:
     d = _defaults()
 
     run = sub.add_parser("run", help="base -> SFT -> RL and base -> RL -> SFT, with a report")
-    _add_common(run)
+    _add_run_flags(run, d)
     run.add_argument("--order", default=d.order, help="sft-rl | rl-sft | both")
     run.add_argument("--out", default=None, help="output folder (default: llm_runs/<time>)")
     run.add_argument("--seeds", default=str(len(d.seeds)), help="a count (3) or a list (0,5,7)")
-    run.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,fsdp=4")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
-    run.add_argument("--dtype", default=d.dtype, help="compute dtype: float32 (CPU) or bfloat16 "
-                     "(GPU/TPU, float32 master weights)")
-    run.add_argument("--base-steps", type=int, default=None,
-                     help=f"format pre-training steps (default {d.base_steps} for tiny, 0 for PATH)")
-    run.add_argument("--base-p-correct", type=float, default=d.base_p_correct)
-    run.add_argument("--base-lr", type=float, default=d.base_optim.lr)
-    run.add_argument("--init-std", type=float, default=d.init_std)
-    run.add_argument("--sft-steps", type=int, default=d.sft_steps)
-    run.add_argument("--sft-batch", type=int, default=d.sft_batch)
-    run.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    run.add_argument("--sft-lr", type=float, default=d.sft_optim.lr)
-    run.add_argument("--sft-schedule", default=d.sft_optim.schedule, help="constant | cosine")
-    run.add_argument("--warmup-steps", type=int, default=d.sft_optim.warmup_steps)
-    run.add_argument("--weight-decay", type=float, default=d.sft_optim.weight_decay)
-    run.add_argument("--clip-norm", type=float, default=d.sft_optim.clip_norm)
-    run.add_argument("--rl-steps", type=int, default=d.rl_steps)
-    run.add_argument("--rl-lr", type=float, default=d.rl_optim.lr)
-    run.add_argument("--beta", type=float, default=d.grpo.beta, help="KL weight")
-    run.add_argument("--group-size", type=int, default=d.grpo.group_size)
-    run.add_argument("--prompts-per-step", type=int, default=d.grpo.prompts_per_step)
-    run.add_argument("--kl-estimator", default=d.grpo.kl_estimator, help="k1 | k2 | k3")
-    run.add_argument("--baseline", default=d.grpo.baseline, help="mean | loo")
-    run.add_argument("--std-normalize", action=argparse.BooleanOptionalAction,
-                     default=d.grpo.std_normalize)
-    run.add_argument("--std-ddof", type=int, default=d.grpo.std_ddof)
-    run.add_argument("--std-eps", type=float, default=d.grpo.std_eps)
-    run.add_argument("--aggregation", default=d.grpo.aggregation,
-                     help="seq_mean_token_mean | token_mean | fixed_length")
-    run.add_argument("--clip-eps", type=float, default=d.grpo.clip_eps_low)
-    run.add_argument("--clip-eps-high", type=float, default=None, help="default: --clip-eps")
-    run.add_argument("--inner-iters", type=int, default=d.grpo.inner_iters)
-    run.add_argument("--top-p", type=float, default=d.grpo.top_p)
-    run.add_argument("--eval-every", type=int, default=d.eval_every)
-    run.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
-    run.add_argument("--local-steps", type=int, default=d.local_steps,
-                     help="local theory on RL steps 1..N and every eval step (-1: every step)")
-    run.add_argument("--no-local-theory", action="store_true",
-                     help="skip the per-step second-order prediction (an HVP per RL step)")
+
+    sw = sub.add_parser("sweep", help="both couplings over a beta x eps grid, measured against "
+                      "theory's predicted sizes (sweep.json, sweep.md, sweep.png)")
+    _add_run_flags(sw, d, single_eps=False)
+    sw.add_argument("--betas", default="0.25,0.5,1", help="KL weights (comma-separated)")
+    sw.add_argument("--eps", dest="eps_list", default="0.3,0",
+                    help="expert error rates (comma-separated); 0 is the negative control")
+    sw.add_argument("--settings", default="exact,paper", help="GRPO settings: exact, paper")
+    sw.add_argument("--seeds", default="3", help="a count (3) or a list (0,5,7)")
+    sw.add_argument("--out", default=None, help="output folder (default: llm_runs/sweep-<time>)")
+    sw.add_argument("--resume", action="store_true", help="skip the runs --out already holds")
 
     ev = sub.add_parser("eval", help="held-out SFT loss and rewards of a checkpoint")
     _add_common(ev)
@@ -123,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true")
 
     sw = sub.add_parser("sweep-lr", help="measured vs predicted CE change of one RL step, "
-                        "over learning rates")
+                      "over learning rates")
     sw.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3,1e-2")
     sw.add_argument("--seed", type=int, default=0)
     sw.add_argument("--sgd", action="store_true",
@@ -134,23 +156,23 @@ def _parser() -> argparse.ArgumentParser:
 
 def config_from_args(a) -> RunConfig:
     """The RunConfig of ``coupling llm run``'s arguments, validated."""
-    from llm_check.grpo import GRPOConfig
-    from llm_check.pipeline import RunConfig
-    from llm_check.sft import OptimConfig
+    from llm_check.run_config import GRPOConfig, OptimConfig, RunConfig, grpo_setting
 
     d = RunConfig()
     base_steps = a.base_steps if a.base_steps is not None else (d.base_steps
                                                                 if a.model == "tiny" else 0)
-    grpo = GRPOConfig(
+    flags = {k: getattr(a, k) for k in ("kl_mode", "kl_estimator", "baseline", "std_normalize",
+                                        "aggregation") if getattr(a, k) is not None}
+    grpo = grpo_setting(a.setting, GRPOConfig(
         group_size=a.group_size, prompts_per_step=a.prompts_per_step, beta=a.beta,
-        kl_estimator=a.kl_estimator, clip_eps_low=a.clip_eps,
+        clip_eps_low=a.clip_eps,
         clip_eps_high=a.clip_eps if a.clip_eps_high is None else a.clip_eps_high,
-        inner_iters=a.inner_iters, baseline=a.baseline, std_normalize=a.std_normalize,
-        std_ddof=a.std_ddof, std_eps=a.std_eps, aggregation=a.aggregation,
-        max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p)
+        inner_iters=a.inner_iters, std_ddof=a.std_ddof, std_eps=a.std_eps,
+        max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p), **flags)
     opt = dict(warmup_steps=a.warmup_steps, weight_decay=a.weight_decay, clip_norm=a.clip_norm)
     cfg = RunConfig(
-        model=a.model, task=a.task, order=a.order, seeds=_seeds(a.seeds), eps=a.eps,
+        model=a.model, task=a.task, order=getattr(a, "order", d.order), seeds=_seeds(a.seeds),
+        eps=getattr(a, "eps", d.eps),
         max_operand=a.max_operand, n_train=a.n_train, n_heldout=a.n_heldout,
         eval_rows=a.eval_rows, eval_samples=a.eval_samples, base_steps=base_steps,
         base_p_correct=a.base_p_correct, init_std=a.init_std,
@@ -229,12 +251,37 @@ def _cmd_sweep(a) -> int:
     return 0
 
 
+def _cmd_sweep_grid(a) -> int:
+    from llm_check.sweep import SweepConfig, run_sweep
+
+    def floats(text, name):
+        try:
+            return tuple(float(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise InputError(f"setting --{name} {text!r}: expected comma-separated numbers") from None
+
+    sc = SweepConfig(betas=floats(a.betas, "betas"), eps=floats(a.eps_list, "eps"),
+                     seeds=_seeds(a.seeds),
+                     settings=tuple(x.strip() for x in a.settings.split(",") if x.strip()),
+                     run=config_from_args(a)).validate()
+    if a.resume and a.out is None:
+        raise InputError("--resume needs --out (the folder of the sweep to continue)")
+    out = a.out or time.strftime("llm_runs/sweep-%Y%m%d-%H%M%S")
+    run_sweep(sc, out, resume=a.resume)
+    with open(f"{out}/sweep.md") as f:
+        print(f.read())
+    print(f"wrote {out}/sweep.json, sweep.md, sweep.png")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     if a.cmd == "run":
         return _cmd_run(a)
     if a.cmd == "eval":
         return _cmd_eval(a)
+    if a.cmd == "sweep":
+        return _cmd_sweep_grid(a)
     return _cmd_sweep(a)
 
 

@@ -7,28 +7,41 @@ Implements, per prompt x with G sampled completions y_1..y_G and rewards r_i:
   [grpo.baseline]) or the leave-one-out baseline b_i = mean_{j != i} r_j (RLOO, unbiased); then,
   optionally, A_i / (std(r; ddof) + eps). Dividing by the group std re-weights prompts by
   1/std, a further bias: the expected update is no longer proportional to grad J.
-- per token t of completion i, with ratio rho = p_theta / p_old:
-      l_{i,t} = -min(rho A_i, clip(rho, 1 - eps_low, 1 + eps_high) A_i) + beta * k(i,t)
-  where k is the KL estimator against the frozen reference (``kl_per_token``):
-      k1 = log p - log ref       (unbiased for KL(p || ref), can be negative)
-      k2 = (log p - log ref)^2 / 2
-      k3 = exp(log ref - log p) - (log ref - log p) - 1   (>= 0 and unbiased: docs/theory.md [kl.k3])
+- the KL to the frozen reference, in one of two places (``GRPOConfig.kl_mode``):
+  - ``"reward"``: before the advantages are formed, each completion's reward becomes
+    r_i - beta * sum_t (log p - log ref)_{i,t}, the log-ratio of the whole completion under the
+    sampling policy (a constant, no gradient). With RLOO, no std division and on-policy samples the
+    update is an unbiased estimate of grad J_beta = grad (J - beta KL(p || ref)) ([kl.grad]: k1 in
+    the reward; [kl.token]: the sequence log-ratio acts as a reward-to-go for every token). Its
+    fixed point is the Gibbs tilt p* = ref e^{r/beta} / Z.
+  - ``"loss"``: a per-token estimator k(i,t) against the reference is added to the loss,
+      l_{i,t} = -min(rho A_i, clip(rho, 1 - eps_low, 1 + eps_high) A_i) + beta * k(i,t),
+    with rho = p_theta / p_old and (``kl_per_token``)
+      k1 = log p - log ref       (unbiased VALUE of KL(p || ref); its expected gradient is 0),
+      k2 = (log p - log ref)^2 / 2  (gradient: the per-token partial of grad KL(p || ref), exact
+                                     for one-token responses, [kl.token]),
+      k3 = exp(log ref - log p) - (log ref - log p) - 1  (>= 0 and unbiased [kl.k3], but its
+                                     expected gradient is grad KL(ref || p), the OTHER direction:
+                                     [kl.grad]; fixed point p_y = beta ref_y / (beta + J - r_y)).
 - aggregation (``aggregate``): "seq_mean_token_mean" (mean over sequences of each one's token
   mean: the original GRPO, tunix), "token_mean" (one mean over all completion tokens: TRL's default),
-  or "fixed_length" (sum over tokens / (number of sequences * max_new_tokens): Dr. GRPO).
+  or "fixed_length" (sum over tokens / (number of sequences * max_new_tokens): Dr. GRPO; the
+  gradient is then proportional to sum_i A_i grad log p(y_i), the sequence-level estimator).
 
-With one inner iteration (mu = 1) the old policy IS the current one, so rho = 1 and, without the
-KL term, the loss VALUE is -mean(A) = 0 exactly under the group-mean baseline, while its GRADIENT
-is the advantage-weighted log-likelihood gradient ([grpo.onpolicy]). A loss curve stuck at ~0 is
-therefore expected; watch the reward.
+Log-probabilities are scored at the sampling temperature T, log softmax(z / T), so that the ratio
+and the KL refer to the distribution the completions came from.
+
+With one inner iteration (mu = 1) the old policy IS the current one: the step uses the log-probs
+of its own forward pass, stop-gradiented, as the old ones, so rho = 1 exactly (also in bf16), and
+without a KL term in the loss its VALUE is -mean(A) (0 under the group-mean baseline) while its
+GRADIENT is the advantage-weighted log-likelihood gradient ([grpo.onpolicy]). A loss curve stuck at
+~0 is therefore expected; watch the reward.
 
 Simplifications: one reference policy for the whole stage (the policy at the stage start); no
 entropy bonus; rewards are computed in Python on decoded text, outside jit.
 """
 
 from __future__ import annotations
-
-from dataclasses import asdict, dataclass
 
 import jax
 import jax.numpy as jnp
@@ -37,70 +50,10 @@ import optax
 from flax import nnx
 
 from llm_check.logprobs import token_logprobs, token_logprobs_and_entropy
+from llm_check.run_config import (AGGREGATIONS, BASELINES, KL_ESTIMATORS,  # noqa: F401
+                                  GRPOConfig)
 from llm_check.sampling import SampleOutput, sample
 from theory.errors import InputError
-
-KL_ESTIMATORS = ("k1", "k2", "k3")
-BASELINES = ("mean", "loo")
-AGGREGATIONS = ("seq_mean_token_mean", "token_mean", "fixed_length")
-
-
-@dataclass(frozen=True)
-class GRPOConfig:
-    """Every GRPO setting; all of them go to config.json."""
-
-    group_size: int = 8
-    prompts_per_step: int = 8
-    beta: float = 0.04
-    kl_estimator: str = "k3"
-    clip_eps_low: float = 0.2
-    clip_eps_high: float = 0.2
-    inner_iters: int = 1
-    baseline: str = "mean"
-    std_normalize: bool = True
-    std_ddof: int = 1
-    std_eps: float = 1e-4
-    aggregation: str = "seq_mean_token_mean"
-    max_new_tokens: int = 4
-    temperature: float = 1.0
-    top_p: float = 1.0
-
-    def validate(self) -> "GRPOConfig":
-        """Reject invalid settings with an InputError naming the setting."""
-        if self.group_size < 2:
-            raise InputError(f"setting group_size={self.group_size}: GRPO needs at least 2 "
-                             "completions per prompt")
-        if self.prompts_per_step < 1:
-            raise InputError(f"setting prompts_per_step={self.prompts_per_step}: must be >= 1")
-        if not self.beta >= 0:
-            raise InputError(f"setting beta={self.beta}: the KL weight must be >= 0")
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise InputError(f"setting kl_estimator={self.kl_estimator!r}: unknown estimator "
-                             f"(choose from {', '.join(KL_ESTIMATORS)})")
-        if self.baseline not in BASELINES:
-            raise InputError(f"setting baseline={self.baseline!r}: choose from {', '.join(BASELINES)}")
-        if self.aggregation not in AGGREGATIONS:
-            raise InputError(f"setting aggregation={self.aggregation!r}: choose from "
-                             f"{', '.join(AGGREGATIONS)}")
-        if not (0 <= self.clip_eps_low < 1 and self.clip_eps_high >= 0):
-            raise InputError(f"settings clip_eps_low={self.clip_eps_low}, clip_eps_high="
-                             f"{self.clip_eps_high}: need 0 <= low < 1 and high >= 0")
-        if self.inner_iters < 1:
-            raise InputError(f"setting inner_iters={self.inner_iters}: must be >= 1")
-        if self.std_ddof not in (0, 1) or self.std_ddof >= self.group_size:
-            raise InputError(f"setting std_ddof={self.std_ddof}: must be 0 or 1")
-        if not self.std_eps >= 0:
-            raise InputError(f"setting std_eps={self.std_eps}: must be >= 0")
-        if self.max_new_tokens < 1:
-            raise InputError(f"setting max_new_tokens={self.max_new_tokens}: must be >= 1")
-        if not self.temperature > 0:
-            raise InputError(f"setting temperature={self.temperature}: must be > 0")
-        if not 0 < self.top_p <= 1:
-            raise InputError(f"setting top_p={self.top_p}: must lie in (0, 1]")
-        return self
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 # --------------------------------------------------------------------------- pure loss math
@@ -147,12 +100,23 @@ def aggregate(per_token: jax.Array, mask: jax.Array, mode: str) -> jax.Array:
     raise InputError(f"setting aggregation={mode!r}: choose from {', '.join(AGGREGATIONS)}")
 
 
+def shaped_rewards(rewards: jax.Array, seq_logratio: jax.Array, cfg: GRPOConfig) -> jax.Array:
+    """The rewards the advantages are formed from: r - beta * sum_t (log p - log ref) when the KL
+    sits in the reward (``kl_mode="reward"``), else r unchanged. Both arrays are [N]."""
+    if cfg.kl_mode == "reward" and cfg.beta > 0:
+        return rewards - cfg.beta * seq_logratio
+    return rewards
+
+
 def grpo_loss(logp, old_logp, ref_logp, advantages, mask, cfg: GRPOConfig):
     """The clipped GRPO loss over [N, L] completion log-probs; returns (loss, metrics).
 
-    ``advantages`` is [N] (one per sequence). ``old_logp`` and ``ref_logp`` are constants.
+    ``advantages`` is [N] (one per sequence). ``old_logp`` and ``ref_logp`` are constants; pass
+    ``old_logp=None`` for one inner iteration (the old policy is the current one: rho = 1 exactly).
+    The KL estimator enters the loss only with ``kl_mode="loss"``; ``kl`` in the metrics is the
+    chosen estimator's per-token mean either way.
     """
-    old_logp = jax.lax.stop_gradient(old_logp)
+    old_logp = jax.lax.stop_gradient(logp if old_logp is None else old_logp)
     ref_logp = jax.lax.stop_gradient(ref_logp)
     m = mask.astype(logp.dtype)
     a = advantages[:, None]
@@ -160,7 +124,7 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, cfg: GRPOConfig):
     clipped = jnp.clip(ratio, 1.0 - cfg.clip_eps_low, 1.0 + cfg.clip_eps_high)
     pg = -jnp.minimum(ratio * a, clipped * a)
     kl = kl_per_token(logp, ref_logp, cfg.kl_estimator)
-    per_token = pg + cfg.beta * kl if cfg.beta > 0 else pg
+    per_token = pg + cfg.beta * kl if (cfg.kl_mode == "loss" and cfg.beta > 0) else pg
     loss = aggregate(per_token, mask, cfg.aggregation)
     n_tok = jnp.maximum(m.sum(), 1.0)
     low = ((ratio < 1.0 - cfg.clip_eps_low) & (a < 0)).astype(logp.dtype)
@@ -206,13 +170,20 @@ def sequence_inputs(out: SampleOutput, prompt_mask):
     return out.tokens, attn, out.completion_mask
 
 
-def make_completion_logprobs(graphdef, rest, *, chunk_size: int = 64):
-    """Jitted (params, tokens, attn, cmask) -> (log-probs, entropies) of the completion, [N, M]."""
+def _completion_lp(model, tokens, attn, cmask, chunk_size, temperature):
+    lp = token_logprobs(model, tokens, attn, chunk_size=chunk_size, temperature=temperature)
+    return lp[:, tokens.shape[1] - cmask.shape[1] - 1:]
+
+
+def make_completion_logprobs(graphdef, rest, *, chunk_size: int = 64, temperature: float = 1.0):
+    """Jitted (params, tokens, attn, cmask) -> (log-probs, entropies) of the completion, [N, M],
+    both of the next-token law at ``temperature``."""
 
     @jax.jit
     def fn(params, tokens, attn, cmask):
         model = nnx.merge(graphdef, params, rest)
-        lp, ent = token_logprobs_and_entropy(model, tokens, attn, chunk_size=chunk_size)
+        lp, ent = token_logprobs_and_entropy(model, tokens, attn, chunk_size=chunk_size,
+                                             temperature=temperature)
         start = tokens.shape[1] - cmask.shape[1] - 1
         return lp[:, start:], ent[:, start:]
 
@@ -221,13 +192,14 @@ def make_completion_logprobs(graphdef, rest, *, chunk_size: int = 64):
 
 def make_grpo_step(graphdef, rest, optimizer, cfg: GRPOConfig, *, chunk_size: int = 64):
     """Jitted inner update: (params, opt_state, tokens, attn, cmask, old_logp, ref_logp, adv) ->
-    (params, opt_state, metrics, grads); ``grads`` is the (unclipped) gradient of the GRPO loss."""
+    (params, opt_state, metrics). With ``cfg.inner_iters == 1`` ``old_logp`` is ignored (pass
+    None): the step's own log-probs, stop-gradiented, are the old ones."""
 
     def loss_fn(params, tokens, attn, cmask, old_logp, ref_logp, adv):
         model = nnx.merge(graphdef, params, rest)
-        lp = token_logprobs(model, tokens, attn, chunk_size=chunk_size)
-        lp = lp[:, tokens.shape[1] - cmask.shape[1] - 1:]
-        return grpo_loss(lp, old_logp, ref_logp, adv, cmask, cfg)
+        lp = _completion_lp(model, tokens, attn, cmask, chunk_size, cfg.temperature)
+        old = None if cfg.inner_iters == 1 else old_logp
+        return grpo_loss(lp, old, ref_logp, adv, cmask, cfg)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -237,9 +209,22 @@ def make_grpo_step(graphdef, rest, optimizer, cfg: GRPOConfig, *, chunk_size: in
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics["grad_norm"] = optax.tree.norm(grads)
-        return params, opt_state, metrics, grads
+        return params, opt_state, metrics
 
     return step
+
+
+def make_reward_gradient(graphdef, rest, cfg: GRPOConfig, *, chunk_size: int = 64):
+    """Jitted (params, tokens, attn, cmask, adv) -> an estimate of grad J, the RAW reward's gradient
+    (no KL term): mean_i A_i grad log p(y_i). With leave-one-out advantages of the raw rewards it is
+    unbiased ([grpo.baseline]); ``grad/cos_ce_rl`` is the cosine of -grad CE with it."""
+
+    def surrogate(params, tokens, attn, cmask, adv):
+        model = nnx.merge(graphdef, params, rest)
+        lp = _completion_lp(model, tokens, attn, cmask, chunk_size, cfg.temperature)
+        return jnp.mean(adv * jnp.sum(lp * cmask, axis=-1))
+
+    return jax.jit(jax.grad(surrogate))
 
 
 def reward_stats(rewards: np.ndarray, group_size: int) -> dict:

@@ -7,6 +7,10 @@ positions with ``jax.lax.map``, each chunk under ``jax.checkpoint``, so neither 
 backward pass ever holds the [B, T, V] float32 logits (5 GB at B=16, T=512, V=151,936; docs/qwen3.md).
 Entropy is ``H_t = logsumexp(z) - sum_v softmax(z)_v z_v``, in float32.
 
+``temperature`` T scores ``log softmax(z / T)``: the distribution a sampler at temperature T draws
+from, so GRPO's ratio and KL are taken under the policy that produced the samples (TRL does the
+same). The SFT loss and the held-out CE use T = 1.
+
 Positions whose target is padding get whatever the model says there; callers mask them (the
 completion mask of ``tokenizer.example_ids`` / ``sampling.SampleOutput``).
 """
@@ -17,7 +21,8 @@ import jax
 import jax.numpy as jnp
 
 
-def _chunked(model, tokens, attention_mask, chunk_size: int, with_entropy: bool):
+def _chunked(model, tokens, attention_mask, chunk_size: int, with_entropy: bool,
+             temperature: float = 1.0):
     b, t = tokens.shape
     h = model.hidden(tokens, attention_mask=attention_mask)[:, :-1]  # [B, T-1, D]
     targets = tokens[:, 1:]
@@ -35,6 +40,8 @@ def _chunked(model, tokens, attention_mask, chunk_size: int, with_entropy: bool)
     def one(args):
         hc, tc = args
         z = model.logits(hc)  # f32 [B, chunk, V]
+        if temperature != 1.0:
+            z = z / temperature
         lse = jax.nn.logsumexp(z, axis=-1)
         lp = jnp.take_along_axis(z, tc[..., None], axis=-1)[..., 0] - lse
         if not with_entropy:
@@ -48,12 +55,13 @@ def _chunked(model, tokens, attention_mask, chunk_size: int, with_entropy: bool)
     return lp, ent
 
 
-def token_logprobs(model, tokens, attention_mask=None, *, chunk_size: int = 128) -> jax.Array:
-    """float32 [B, T-1]: log p(tokens[:, t+1] | tokens[:, :t+1])."""
-    return _chunked(model, tokens, attention_mask, chunk_size, with_entropy=False)[0]
+def token_logprobs(model, tokens, attention_mask=None, *, chunk_size: int = 128,
+                   temperature: float = 1.0) -> jax.Array:
+    """float32 [B, T-1]: log p(tokens[:, t+1] | tokens[:, :t+1]) at ``temperature``."""
+    return _chunked(model, tokens, attention_mask, chunk_size, False, temperature)[0]
 
 
-def token_logprobs_and_entropy(model, tokens, attention_mask=None, *,
-                               chunk_size: int = 128) -> tuple[jax.Array, jax.Array]:
-    """(log-probs, entropies), both float32 [B, T-1]; entropy of the next-token distribution."""
-    return _chunked(model, tokens, attention_mask, chunk_size, with_entropy=True)
+def token_logprobs_and_entropy(model, tokens, attention_mask=None, *, chunk_size: int = 128,
+                               temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+    """(log-probs, entropies), both float32 [B, T-1], of the next-token law at ``temperature``."""
+    return _chunked(model, tokens, attention_mask, chunk_size, True, temperature)

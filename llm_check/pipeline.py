@@ -10,28 +10,30 @@ For each seed:
 
 Each stage's reference (for GRPO's KL and for the ``*/kl_ref`` metrics) is the policy at the
 stage's start. Step 0 of every stage is an evaluation before any update; step k holds the k-th
-update's training metrics and, every ``eval_every`` steps and at the last one, an evaluation on
-fixed held-out sets:
+update's training metrics and, every ``eval_every`` steps and at the last one, an evaluation:
 
 - ``sft/ce_heldout``: mean -log p(y|x) over the held-out expert responses (nats per response);
-- ``rl/reward``, ``rl/reward_robust``, ``rl/format``: strict, robust and format rewards of one
-  completion per held-out prompt, sampled with a FIXED key (the same at every evaluation);
+- ``rl/reward``, ``rl/reward_robust``, ``rl/format``: strict, robust and format rewards of
+  ``eval_samples`` completions per held-out prompt, sampled with a FIXED key;
 - ``eval/greedy_accuracy``: the robust reward of the greedy completion;
-- ``*/kl_ref``: KL(policy || stage reference) on those samples (summed k1 over the completion, an
-  unbiased estimate), and ``rl/objective`` = ``rl/reward`` - beta * KL.
+- ``*/kl_ref``: KL(policy || stage reference) on those samples (summed k1 over the completion),
+  and ``rl/objective`` = ``rl/reward`` - beta * KL;
+- on the built-in task, the exact quantities of ``exact_eval`` (no sampling): ``exact/ce`` (the SFT
+  loss under the true expert law), ``exact/reward`` (mean p(right answer)); during RL also
+  ``exact/target_gap`` = mean_x |s[x] - s*[x]|, the distance to the fixed point that theory
+  predicts for the run's GRPO setting from the stage's start (``predictions.rl_target``).
 
-Beyond the paper, every RL step also logs the local second-order theory (``metrics.py``):
-``local/dce_pred`` = grad CE . delta + 1/2 delta^T H delta against ``local/dce_measured``, the
-predicted CE after the step ``sft/ce_pred``, and ``grad/cos_ce_rl`` = cos(grad CE, grad J).
+Every RL step may also log the local second-order theory (``metrics.py``): ``local/dce_pred`` =
+grad CE . delta + 1/2 delta^T H delta against ``local/dce_measured``, and ``grad/cos_ce_rl`` =
+cos(-grad CE, grad J) with grad J the raw reward's gradient (no KL term).
 
-Determinism and faults: every random draw of step k of a stage is a function of (seed, stage,
-step) (``jax.random.fold_in``; batches from ``data.batch_indices``), so a run resumed from a
-checkpoint writes the same metrics as one never interrupted. A non-finite loss stops the run
-(``NonFiniteLoss``) before anything is saved for that step; the last good checkpoint stays.
+The jitted functions are built once per run (``make_jitted``) and passed in; nothing is cached at
+module level. Determinism and faults: every random draw of step k of a stage is a function of
+(seed, stage, step), so a resumed run writes the same metrics as one never interrupted. A
+non-finite loss stops the run (``NonFiniteLoss``); the last good checkpoint stays.
 
-Simplifications: single host; evaluation samples one completion per held-out prompt; the RL
-reference is the stage's start (not the SFT model in the RL-first order); the base pre-training
-is plain SFT on shuffled answers.
+Simplifications: single host; the RL reference is the stage's start; the base pre-training is
+plain SFT on shuffled answers.
 """
 
 from __future__ import annotations
@@ -51,18 +53,18 @@ from tqdm.auto import tqdm
 
 from llm_check import checkpoint as ckpt
 from llm_check import data as data_mod
-from llm_check.grpo import (GRPOConfig, decode_completions, group_advantages,
-                            make_completion_logprobs, make_grpo_step, reward_stats, rollout,
-                            sequence_inputs)
+from llm_check import exact_eval
+from llm_check.grpo import (decode_completions, group_advantages, make_completion_logprobs,
+                            make_grpo_step, make_reward_gradient, reward_stats, rollout,
+                            sequence_inputs, shaped_rewards)
 from llm_check.metrics import (heldout_ce, local_ce_prediction, relative_error, tree_cos,
                                tree_sub, tree_vdot)
+from llm_check.predictions import rl_target
 from llm_check.rewards import task_rewards
-from llm_check.sft import OptimConfig, make_optimizer, make_sft_step, split_model, stack_micro
+from llm_check.run_config import ORDERS, GRPOConfig, OptimConfig, RunConfig  # noqa: F401
+from llm_check.sft import make_optimizer, make_sft_step, split_model, stack_micro
 from theory.errors import InputError
 
-ORDERS = {"sft-rl": ("sft_then_rl",), "rl-sft": ("rl_then_sft",),
-          "both": ("sft_then_rl", "rl_then_sft")}
-STAGES = {"sft_then_rl": ("sft", "rl"), "rl_then_sft": ("rl", "sft")}
 STAGE_IDS = {"base": 0, "sft": 1, "rl": 2}
 
 
@@ -70,73 +72,51 @@ class NonFiniteLoss(RuntimeError):
     """A NaN or inf loss: the run stops; the last good checkpoint is kept."""
 
 
+# --------------------------------------------------------------------------- jitted functions
+
 @dataclass(frozen=True)
-class RunConfig:
-    """Every setting of ``coupling llm run``; the whole object goes to config.json."""
+class Jitted:
+    """The jitted functions of one run, built once (``make_jitted``) and shared by its seeds."""
 
-    model: str = "tiny"
-    task: str = "builtin"
-    order: str = "both"
-    seeds: tuple[int, ...] = (0, 1, 2)
-    eps: float = 0.3
-    max_operand: int = 4
-    n_train: int = 512
-    n_heldout: int = 64
-    heldout_fraction: float = 0.1
-    eval_rows: int = 0  # 0 = every held-out row
-    eval_samples: int = 8  # sampled completions per held-out prompt for the rewards
-    base_steps: int = 100
-    base_p_correct: float = 0.5
-    init_std: float = 0.1  # tiny model only: random init std (0.02 leaves it on a long plateau)
-    base_optim: OptimConfig = OptimConfig(lr=3e-3, total_steps=100)
-    sft_steps: int = 150
-    sft_batch: int = 32
-    grad_accum: int = 1
-    sft_optim: OptimConfig = OptimConfig(lr=3e-3, schedule="cosine", total_steps=150)
-    rl_steps: int = 50
-    rl_optim: OptimConfig = OptimConfig(lr=2e-3, total_steps=50)
-    grpo: GRPOConfig = GRPOConfig()
-    eval_every: int = 25
-    ckpt_every: int = 25
-    chunk_size: int = 64
-    local_theory: bool = True
-    local_steps: int = 10  # local theory on RL steps 1..N and every eval step; -1 = every step
-    mesh: str | None = None
-    dtype: str = "float32"  # compute dtype: float32 (CPU) or bfloat16 (GPU/TPU; f32 master weights)
+    ce: object          # (params, tokens, attn, cmask) -> held-out CE
+    local: object       # (params, delta, *held) -> (linear, quadratic, grad CE)
+    logp: object        # (params, tokens, attn, cmask) -> (completion log-probs, entropies) at T
+    answer_lp: object   # (params, tokens, attn, cmask) -> [N] log p(completion | prompt)
+    reward_grad: object  # (params, tokens, attn, cmask, adv) -> grad J estimate
+    cos: object
+    dot: object
+    base_step: object   # SFT steps of the base, SFT and GRPO stages (optimizer inside)
+    sft_step: object
+    rl_step: object
 
-    def validate(self) -> "RunConfig":
-        if self.order not in ORDERS:
-            raise InputError(f"setting --order {self.order!r}: choose sft-rl, rl-sft or both")
-        if not self.seeds:
-            raise InputError("setting --seeds: needs at least one seed")
-        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise InputError(f"setting --seeds {list(self.seeds)}: seeds must be distinct and >= 0")
-        for name in ("base_steps",):
-            if getattr(self, name) < 0:
-                raise InputError(f"setting {name}={getattr(self, name)}: must be >= 0")
-        for name in ("sft_steps", "rl_steps", "sft_batch", "grad_accum", "eval_every",
-                     "ckpt_every", "chunk_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"setting {name}={getattr(self, name)}: must be >= 1")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise InputError(f"setting dtype={self.dtype!r}: choose float32 or bfloat16")
-        if self.eval_samples < 1:
-            raise InputError(f"setting eval_samples={self.eval_samples}: must be >= 1")
-        if self.local_steps < -1:
-            raise InputError(f"setting local_steps={self.local_steps}: must be >= -1")
-        if self.eval_rows < 0:
-            raise InputError(f"setting eval_rows={self.eval_rows}: must be >= 0")
-        if self.sft_batch % self.grad_accum:
-            raise InputError(f"setting grad_accum={self.grad_accum}: must divide sft_batch="
-                             f"{self.sft_batch}")
-        self.base_optim.validate("base")
-        self.sft_optim.validate("sft")
-        self.rl_optim.validate("rl")
-        self.grpo.validate()
-        return self
 
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+def stage_optimizer(optim: OptimConfig, n_steps: int):
+    return make_optimizer(dataclasses.replace(optim, total_steps=max(n_steps, 1)))
+
+
+def make_jitted(cfg: RunConfig, graphdef, rest) -> Jitted:
+    chunk = cfg.chunk_size
+
+    def ce(p, *held):
+        return heldout_ce(graphdef, rest, p, *held, chunk_size=chunk)
+
+    def local(p, d, *held):
+        return local_ce_prediction(lambda q: ce(q, *held), p, d)
+
+    return Jitted(
+        ce=jax.jit(ce), local=jax.jit(local),
+        logp=make_completion_logprobs(graphdef, rest, chunk_size=chunk,
+                                      temperature=cfg.grpo.temperature),
+        answer_lp=exact_eval.make_answer_logprobs(graphdef, rest, chunk_size=chunk),
+        reward_grad=make_reward_gradient(graphdef, rest, cfg.grpo, chunk_size=chunk),
+        cos=jax.jit(tree_cos), dot=jax.jit(tree_vdot),
+        base_step=make_sft_step(graphdef, rest, stage_optimizer(cfg.base_optim, cfg.base_steps),
+                                chunk_size=chunk),
+        sft_step=make_sft_step(graphdef, rest, stage_optimizer(cfg.sft_optim, cfg.sft_steps),
+                               chunk_size=chunk),
+        rl_step=make_grpo_step(graphdef, rest, stage_optimizer(cfg.rl_optim, cfg.rl_steps),
+                               cfg.grpo, chunk_size=chunk),
+    )
 
 
 # --------------------------------------------------------------------------- the per-seed context
@@ -162,21 +142,11 @@ class Context:
     eval_answers: list
     heldout: tuple  # (tokens, attn, cmask) as jax arrays
     rewards: tuple
-    fns: "Jitted"
+    exact: exact_eval.ExactSet | None  # the built-in task's listed answers
+    fns: Jitted
 
 
-@dataclass(frozen=True)
-class Jitted:
-    """The jitted functions a seed's stages call, each compiled once per run (see ``_cached``)."""
-
-    ce: object      # (params, tokens, attn, cmask) -> held-out CE
-    local: object   # (params, delta, *held) -> (linear, quadratic, grad CE): the local prediction
-    logp: object    # (params, tokens, attn, cmask) -> (completion log-probs, entropies)
-    cos: object     # (tree, tree) -> cosine
-    dot: object     # (tree, tree) -> inner product
-
-
-def _load_model(cfg: RunConfig, seed: int):
+def load_model(cfg: RunConfig, seed: int):
     """(model, config, tokenizer); with ``cfg.mesh`` the parameters are FSDP-sharded over it."""
     from llm_check.tokenizer import load_tokenizer
 
@@ -219,36 +189,24 @@ def load_checked_task(cfg: RunConfig, seed: int) -> data_mod.TaskData:
     return task
 
 
-def build_context(cfg: RunConfig, seed: int, loaded=None) -> tuple[Context, object]:
+def build_context(cfg: RunConfig, seed: int, loaded=None, fns: Jitted | None = None):
     """Load data and model for one seed; returns (context, initial params).
 
-    ``loaded`` = (model, model config, tokenizer) skips loading the model named in ``cfg``.
+    ``loaded`` = (model, model config, tokenizer) skips loading the model named in ``cfg``;
+    ``fns`` reuses the jitted functions of an earlier seed of the same run.
     """
     task = load_checked_task(cfg, seed)
-    model, mc, tok = _load_model(cfg, seed) if loaded is None else loaded
+    model, mc, tok = load_model(cfg, seed) if loaded is None else loaded
     graphdef, params, rest = split_model(model)
+    fns = fns or make_jitted(cfg, graphdef, rest)
     heldout_rows = task.heldout[: cfg.eval_rows] if cfg.eval_rows else task.heldout
     all_prompts = [ex.prompt for ex in task.train + heldout_rows]
     plen = max(len(tok.prompt_ids(p)) for p in all_prompts)
     tp, tm = data_mod.encode_prompts(tok, [ex.prompt for ex in task.train], length=plen)
     ep, em = data_mod.encode_prompts(tok, [ex.prompt for ex in heldout_rows], length=plen)
     held = data_mod.encode_examples(tok, heldout_rows)
-    chunk = cfg.chunk_size
-
-    def ce(p, *held):
-        return heldout_ce(graphdef, rest, p, *held, chunk_size=chunk)
-
-    def local(p, d, *held):
-        return local_ce_prediction(lambda q: ce(q, *held), p, d)
-
-    fns = Jitted(
-        ce=_cached(("ce", graphdef, chunk), lambda: jax.jit(ce)),
-        local=_cached(("local", graphdef, chunk), lambda: jax.jit(local)),
-        logp=_cached(("logp", graphdef, chunk),
-                     lambda: make_completion_logprobs(graphdef, rest, chunk_size=chunk)),
-        cos=_cached(("cos",), lambda: jax.jit(tree_cos)),
-        dot=_cached(("dot",), lambda: jax.jit(tree_vdot)),
-    )
+    exact = (exact_eval.exact_set(tok, max_operand=cfg.max_operand, eps=cfg.eps)
+             if cfg.task == "builtin" else None)
     ctx = Context(
         cfg=cfg, seed=seed, tok=tok, task=task, model_config=mc, graphdef=graphdef, rest=rest,
         train=data_mod.encode_examples(tok, task.train),
@@ -258,19 +216,8 @@ def build_context(cfg: RunConfig, seed: int, loaded=None) -> tuple[Context, obje
         eval_prompts=ep, eval_prompt_mask=em, eval_answers=[ex.answer for ex in heldout_rows],
         heldout=tuple(jnp.asarray(x) for x in (held.tokens, held.attention_mask,
                                                held.completion_mask)),
-        rewards=task_rewards(task.answer_pattern), fns=fns)
+        rewards=task_rewards(task.answer_pattern), exact=exact, fns=fns)
     return ctx, params
-
-
-# Jitted functions, shared by every stage and seed with the same model structure and settings, so
-# each compiles once per run. (The model's non-Param state is empty, so closing over it is safe.)
-_JIT: dict = {}
-
-
-def _cached(key, build):
-    if key not in _JIT:
-        _JIT[key] = build()
-    return _JIT[key]
 
 
 def _key(seed: int, stage: str, step: int) -> jax.Array:
@@ -279,8 +226,14 @@ def _key(seed: int, stage: str, step: int) -> jax.Array:
 
 # --------------------------------------------------------------------------- evaluation
 
-def evaluate(ctx: Context, params, ref_params, kl_name: str) -> dict:
-    """Held-out CE, strict/robust/format reward with a fixed key, greedy accuracy, KL to reference."""
+def measure_exact(ctx: Context, params) -> dict | None:
+    """``exact_eval.measure`` at ``params`` (None when the task's answers cannot be listed)."""
+    return None if ctx.exact is None else exact_eval.measure(ctx.fns.answer_lp, params, ctx.exact)
+
+
+def evaluate(ctx: Context, params, ref_params, kl_name: str, target=None) -> dict:
+    """Held-out CE, strict/robust/format reward with a fixed key, greedy accuracy, KL to reference,
+    and the exact quantities (with the distance to ``target``, the predicted s*, when given)."""
     model = nnx.merge(ctx.graphdef, params, ctx.rest)
     key = jax.random.fold_in(jax.random.key(ctx.seed), 10_000)  # fixed across steps and stages
     strict, robust, fmt = ctx.rewards
@@ -297,7 +250,7 @@ def evaluate(ctx: Context, params, ref_params, kl_name: str) -> dict:
     kl = float(jnp.mean(jnp.sum((lp - ref_lp) * cmask, axis=-1)))
     ans = [a for a in ctx.eval_answers for _ in range(n)]
     reward = float(np.mean(strict(None, texts, answer=ans)))
-    return {
+    row = {
         "sft/ce_heldout": float(ctx.fns.ce(params, *ctx.heldout)),
         "rl/reward": reward,
         "rl/reward_robust": float(np.mean(robust(None, texts, answer=ans))),
@@ -306,35 +259,35 @@ def evaluate(ctx: Context, params, ref_params, kl_name: str) -> dict:
         kl_name: kl,
         "rl/objective": reward - ctx.cfg.grpo.beta * kl,
     }
+    ex = measure_exact(ctx, params)
+    if ex is not None:
+        row["exact/ce"] = ex["ce"]
+        row["exact/reward"] = ex["reward"]
+        if target is not None:
+            row["exact/target_gap"] = float(np.mean(np.abs(ex["s"] - target)))
+    return row
 
 
 # --------------------------------------------------------------------------- one step of each kind
 
-def sft_step_fn(ctx: Context, source: data_mod.TokenBatch, optimizer, stage: str, optim_key=None):
-    """One SFT step on rows of ``source``; ``optim_key`` (hashable) shares the compiled step."""
+def sft_step_fn(ctx: Context, source: data_mod.TokenBatch, step, stage: str):
+    """One SFT step on rows of ``source`` with the jitted ``step`` of that stage."""
     cfg = ctx.cfg
-    build = lambda: make_sft_step(ctx.graphdef, ctx.rest, optimizer,  # noqa: E731
-                                  chunk_size=cfg.chunk_size)
-    step = build() if optim_key is None else _cached(("sft", ctx.graphdef, optim_key,
-                                                      cfg.chunk_size), build)
 
     def run(params, opt_state, k: int):
         idx = data_mod.batch_indices(len(source), cfg.sft_batch, ctx.seed * 7919 + STAGE_IDS[stage],
                                      k - 1)
         arrays = [jnp.asarray(x) for x in stack_micro(source.take(idx), cfg.grad_accum)]
         params, opt_state, m = step(params, opt_state, *arrays)
-        return params, opt_state, {"loss": float(m["loss"]), "grad_norm": float(m["grad_norm"])}
+        return params, opt_state, {k2: float(v) for k2, v in m.items()}
 
     return run
 
 
-def rl_step_fn(ctx: Context, optimizer, ref_params, optim_key=None):
+def rl_step_fn(ctx: Context, ref_params, step=None):
     """One GRPO step: sample G completions per prompt, score, mu inner updates, local theory."""
     cfg, g = ctx.cfg, ctx.cfg.grpo
-    build = lambda: make_grpo_step(ctx.graphdef, ctx.rest, optimizer, g,  # noqa: E731
-                                   chunk_size=cfg.chunk_size)
-    train_step = build() if optim_key is None else _cached(("grpo", ctx.graphdef, optim_key, g,
-                                                            cfg.chunk_size), build)
+    step = step or ctx.fns.rl_step
     strict, robust, fmt = ctx.rewards
 
     def run(params, opt_state, k: int):
@@ -347,18 +300,19 @@ def rl_step_fn(ctx: Context, optimizer, ref_params, optim_key=None):
         out = rollout(model, ctx.tok, prompts, pmask, key, g)
         texts = decode_completions(ctx.tok, out.completion, out.completion_mask)
         rewards = np.asarray(strict(None, texts, answer=answers), np.float32)
-        adv = group_advantages(jnp.asarray(rewards).reshape(-1, g.group_size),
-                               baseline=g.baseline, std_normalize=g.std_normalize,
-                               ddof=g.std_ddof, eps=g.std_eps).reshape(-1)
         tokens, attn, cmask = sequence_inputs(out, np.repeat(pmask, g.group_size, axis=0))
         old_lp, ent = ctx.fns.logp(params, tokens, attn, cmask)
         ref_lp, _ = ctx.fns.logp(ref_params, tokens, attn, cmask)
+        seq_logratio = jnp.sum((old_lp - ref_lp) * cmask, axis=-1)
+        shaped = shaped_rewards(jnp.asarray(rewards), seq_logratio, g)
+        adv = group_advantages(shaped.reshape(-1, g.group_size), baseline=g.baseline,
+                               std_normalize=g.std_normalize, ddof=g.std_ddof,
+                               eps=g.std_eps).reshape(-1)
         start = params
-        first_grads, inner = None, []
+        inner = []
         for _ in range(g.inner_iters):
-            params, opt_state, m, grads = train_step(params, opt_state, tokens, attn, cmask,
-                                                     old_lp, ref_lp, adv)
-            first_grads = grads if first_grads is None else first_grads
+            params, opt_state, m = step(params, opt_state, tokens, attn, cmask, old_lp, ref_lp,
+                                        adv)
             inner.append(m)
         m = inner[0]
         cm = np.asarray(cmask, np.float64)
@@ -369,13 +323,12 @@ def rl_step_fn(ctx: Context, optimizer, ref_params, optim_key=None):
             "reward_robust": float(np.mean(robust(None, texts, answer=answers))),
             "format": float(np.mean(fmt(None, texts, answer=answers))),
             "kl": float(m["kl"]),
+            "kl_seq": float(jnp.mean(seq_logratio)),
             "entropy": float((np.asarray(ent) * cm).sum() / max(cm.sum(), 1.0)),
-            "clip_ratio/low_mean": float(np.mean([float(x["clip_ratio/low_mean"]) for x in inner])),
-            "clip_ratio/high_mean": float(np.mean([float(x["clip_ratio/high_mean"]) for x in inner])),
-            "clip_ratio/region_mean": float(np.mean([float(x["clip_ratio/region_mean"])
-                                                     for x in inner])),
             "completions/mean_length": float(np.asarray(out.lengths).mean()),
         }
+        for name in ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean"):
+            row[name] = float(np.mean([float(x[name]) for x in inner]))
         if cfg.local_theory and (cfg.local_steps < 0 or k <= cfg.local_steps
                                  or k % cfg.eval_every == 0 or k == cfg.rl_steps):
             delta = tree_sub(params, start)
@@ -383,14 +336,16 @@ def rl_step_fn(ctx: Context, optimizer, ref_params, optim_key=None):
             ce0 = float(ctx.fns.ce(start, *ctx.heldout))
             ce1 = float(ctx.fns.ce(params, *ctx.heldout))
             lin, quad, grad_ce = ctx.fns.local(start, delta, *ctx.heldout)
-            neg_grad_j = jax.tree.map(jnp.negative, first_grads)
+            raw_adv = group_advantages(jnp.asarray(rewards).reshape(-1, g.group_size),
+                                       baseline="loo", std_normalize=False).reshape(-1)
+            grad_j = ctx.fns.reward_grad(start, tokens, attn, cmask, raw_adv)
             row.update({
                 "local/ce_before": ce0,
                 "local/dce_measured": ce1 - ce0,
                 "local/dce_linear": float(lin),
                 "local/dce_pred": float(lin) + float(quad),
                 "sft/ce_pred": ce0 + float(lin) + float(quad),
-                "grad/cos_ce_rl": float(ctx.fns.cos(grad_ce, neg_grad_j)),
+                "grad/cos_ce_rl": float(-ctx.fns.cos(grad_ce, grad_j)),
             })
         return params, opt_state, row
 
@@ -420,23 +375,35 @@ def _finite(row: dict, where: str) -> None:
         raise NonFiniteLoss(f"{where}: loss is {loss}; stopped, the last good checkpoint is kept")
 
 
-def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params, n_steps: int,
-              optim: OptimConfig, source=None, resume: bool, position: int = 0):
-    """Run one stage with checkpoints and resume; returns its final params."""
+STAGE_SETTINGS = {"base": ("base_steps", "base_optim", "base_step"),
+                  "sft": ("sft_steps", "sft_optim", "sft_step"),
+                  "rl": ("rl_steps", "rl_optim", "rl_step")}
+
+
+def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params, source=None,
+              resume: bool, step=None, position: int = 0):
+    """Run one stage with checkpoints and resume; returns its final params.
+
+    ``step`` overrides the jitted step of ``ctx.fns`` (the sweep passes each RL setting's own).
+    """
     cfg = ctx.cfg
+    steps_name, optim_name, step_name = STAGE_SETTINGS[stage]
+    n_steps = getattr(cfg, steps_name)
+    step = step or getattr(ctx.fns, step_name)
     final = os.path.join(folder, "final")
     rows_path = os.path.join(folder, "metrics.jsonl")
-    optim = dataclasses.replace(optim, total_steps=n_steps)
-    optimizer = make_optimizer(optim)
-    opt_state = optimizer.init(start_params)
+    opt_state = stage_optimizer(getattr(cfg, optim_name), n_steps).init(start_params)
     if resume and os.path.isfile(os.path.join(final, "meta.json")):
         trees, _ = ckpt.load_checkpoint(final, {"params": start_params})
         return jax.tree.map(jnp.asarray, trees["params"])
     os.makedirs(folder, exist_ok=True)
     kl_name = "rl/kl_ref" if stage == "rl" else "sft/kl_ref"
     ref = start_params
-    step_fn = (rl_step_fn(ctx, optimizer, ref, optim_key=optim) if stage == "rl"
-               else sft_step_fn(ctx, source, optimizer, stage, optim_key=optim))
+    target = None
+    if stage == "rl" and ctx.exact is not None:
+        target = rl_target(measure_exact(ctx, start_params)["s"], cfg.grpo)
+    step_fn = (rl_step_fn(ctx, ref, step) if stage == "rl"
+               else sft_step_fn(ctx, ctx.train if stage == "sft" else ctx.fmt, step, stage))
     tag = {"seed": ctx.seed, "run": label, "stage": stage}
     params, first = start_params, 1
     found = ckpt.latest_checkpoint(os.path.join(folder, "ckpt")) if resume else None
@@ -447,7 +414,7 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
         first = meta["step"] + 1
         rows = [r for r in _read_rows(rows_path) if r["step"] <= meta["step"]]
     else:
-        rows = [{**tag, "step": 0, **evaluate(ctx, params, ref, kl_name)}]
+        rows = [{**tag, "step": 0, **evaluate(ctx, params, ref, kl_name, target)}]
     _write_rows(rows_path, rows)
     with open(rows_path, "a") as f:
         bar = tqdm(range(first, n_steps + 1), desc=f"seed {ctx.seed} {label} {stage}",
@@ -456,7 +423,7 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
             params, opt_state, row = step_fn(params, opt_state, k)
             _finite(row, f"seed {ctx.seed} {label} {stage} step {k}")
             if k % cfg.eval_every == 0 or k == n_steps:
-                row.update(evaluate(ctx, params, ref, kl_name))
+                row.update(evaluate(ctx, params, ref, kl_name, target))
             f.write(json.dumps({**tag, "step": k, **row}) + "\n")
             f.flush()
             if k % cfg.ckpt_every == 0 and k < n_steps:
@@ -475,31 +442,26 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
     return params
 
 
-def run_seed(cfg: RunConfig, seed: int, out: str, *, resume: bool) -> list[str]:
-    """Base, then each requested order, for one seed; returns the stage metrics files in order."""
-    ctx, params = build_context(cfg, seed)
+def run_seed(cfg: RunConfig, seed: int, out: str, *, resume: bool, fns: Jitted | None = None):
+    """Base, then each requested order, written out plainly; returns (stage metrics files, fns)."""
+    ctx, params = build_context(cfg, seed, fns=fns)
     root = os.path.join(out, "runs", f"seed{seed}")
     files = []
-    if cfg.base_steps:
-        params = run_stage(ctx, stage="base", label="base", folder=os.path.join(root, "base"),
-                           start_params=params, n_steps=cfg.base_steps, optim=cfg.base_optim,
-                           source=ctx.fmt, resume=resume)
-        files.append(os.path.join(root, "base", "metrics.jsonl"))
-    base = params
-    for label in ORDERS[cfg.order]:
-        params = base
-        for stage in STAGES[label]:
-            folder = os.path.join(root, label, stage)
-            if stage == "sft":
-                params = run_stage(ctx, stage="sft", label=label, folder=folder,
-                                   start_params=params, n_steps=cfg.sft_steps, optim=cfg.sft_optim,
-                                   source=ctx.train, resume=resume)
-            else:
-                params = run_stage(ctx, stage="rl", label=label, folder=folder,
-                                   start_params=params, n_steps=cfg.rl_steps, optim=cfg.rl_optim,
-                                   resume=resume)
-            files.append(os.path.join(folder, "metrics.jsonl"))
-    return files
+
+    def stage(name, label, start):
+        folder = os.path.join(root, label, name) if label != "base" else os.path.join(root, "base")
+        files.append(os.path.join(folder, "metrics.jsonl"))
+        return run_stage(ctx, stage=name, label=label, folder=folder, start_params=start,
+                         resume=resume)
+
+    base = stage("base", "base", params) if cfg.base_steps else params
+    if "sft_then_rl" in ORDERS[cfg.order]:
+        sft_model = stage("sft", "sft_then_rl", base)
+        stage("rl", "sft_then_rl", sft_model)
+    if "rl_then_sft" in ORDERS[cfg.order]:
+        rl_model = stage("rl", "rl_then_sft", base)
+        stage("sft", "rl_then_sft", rl_model)
+    return files, ctx.fns
 
 
 def run(cfg: RunConfig, out: str, *, resume: bool = False) -> dict:
@@ -530,18 +492,13 @@ def run(cfg: RunConfig, out: str, *, resume: bool = False) -> dict:
         with open(tmp, "w") as f:
             json.dump(cfg.to_json(), f, indent=1)
         os.replace(tmp, cfg_path)
-    files = []
+    files, fns = [], None
     for seed in cfg.seeds:
-        files += run_seed(cfg, seed, out, resume=resume)
+        seed_files, fns = run_seed(cfg, seed, out, resume=resume, fns=fns)
+        files += seed_files
     rows = [r for path in files for r in _read_rows(path)]
     _write_rows(os.path.join(out, "metrics.jsonl"), rows)
-    return report.write_report(cfg, rows, out, eps=ctx_eps(cfg),
-                               wall_s=time.perf_counter() - t0)
-
-
-def ctx_eps(cfg: RunConfig) -> float | None:
-    """The expert's error rate when the task has a known one (the built-in task)."""
-    return cfg.eps if cfg.task == "builtin" else None
+    return report.write_report(cfg, rows, out, wall_s=time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------- eval and the lr sweep
@@ -549,7 +506,7 @@ def ctx_eps(cfg: RunConfig) -> float | None:
 def load_checkpoint_model(path: str, seed: int = 0):
     """(model, config, tokenizer) from 'tiny', a run's ``final`` checkpoint or an HF snapshot."""
     if path == "tiny" or not os.path.isfile(os.path.join(path, "params.safetensors")):
-        return _load_model(RunConfig(model=path), seed)
+        return load_model(RunConfig(model=path), seed)
     from llm_check.config import Qwen3Config
     from llm_check.model import Qwen3
     from llm_check.tokenizer import load_tokenizer
@@ -593,18 +550,17 @@ def lr_sweep(lrs, *, seed: int = 0, sgd: bool = False, cfg: RunConfig | None = N
     with tempfile.TemporaryDirectory() as tmp:
         if cfg.base_steps:
             params = run_stage(ctx, stage="base", label="base", folder=os.path.join(tmp, "base"),
-                               start_params=params, n_steps=cfg.base_steps, optim=cfg.base_optim,
-                               source=ctx.fmt, resume=False)
+                               start_params=params, resume=False)
         params = run_stage(ctx, stage="sft", label="sweep", folder=os.path.join(tmp, "sft"),
-                           start_params=params, n_steps=cfg.sft_steps, optim=cfg.sft_optim,
-                           source=ctx.train, resume=False)
+                           start_params=params, resume=False)
     rows = []
     for lr in lrs:
         if not lr > 0:
             raise InputError(f"setting --lrs: learning rate {lr} must be > 0")
         optimizer = optax.sgd(lr) if sgd else make_optimizer(OptimConfig(lr=lr))
-        step = rl_step_fn(ctx, optimizer, params)
-        _, _, r = step(params, optimizer.init(params), 1)
+        step = make_grpo_step(ctx.graphdef, ctx.rest, optimizer, cfg.grpo,
+                              chunk_size=cfg.chunk_size)
+        _, _, r = rl_step_fn(ctx, params, step)(params, optimizer.init(params), 1)
         rows.append({"lr": lr, "delta_norm": r["local/delta_norm"],
                      "dce_measured": r["local/dce_measured"], "dce_linear": r["local/dce_linear"],
                      "dce_pred": r["local/dce_pred"],

@@ -23,6 +23,8 @@ import os
 
 import numpy as np
 
+from llm_check.run_config import ORDERS
+
 # Keys of summary.json: per order, (name, stage, row key, which row).
 PAIRS = {
     "sft_then_rl": [
@@ -97,8 +99,6 @@ def seed_summary(rows: list[dict], seed: int, run: str) -> dict:
 
 
 def summarize(cfg, rows: list[dict], eps: float | None) -> dict:
-    from llm_check.pipeline import ORDERS
-
     summary = {"theory": theory_predictions(eps, cfg.grpo.beta), "seeds": list(cfg.seeds)}
     for run in ORDERS[cfg.order]:
         per_seed = {str(s): seed_summary(rows, s, run) for s in cfg.seeds}

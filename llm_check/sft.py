@@ -21,46 +21,14 @@ summed over the completion tokens, i.e. -log p(y|x)), the quantity ``sft/ce_held
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
 from llm_check.logprobs import token_logprobs
+from llm_check.run_config import OptimConfig  # noqa: F401  (re-exported)
 from theory.errors import InputError
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """AdamW with warmup + decay and global-norm clipping; every field goes to config.json."""
-
-    lr: float = 1e-3
-    warmup_steps: int = 0
-    schedule: str = "constant"  # "constant" | "cosine" (decays to lr * final_lr_frac)
-    final_lr_frac: float = 0.1
-    total_steps: int = 100
-    b1: float = 0.9
-    b2: float = 0.999
-    weight_decay: float = 0.0
-    clip_norm: float = 1.0
-
-    def validate(self, name: str = "optimizer") -> "OptimConfig":
-        if not self.lr > 0:
-            raise InputError(f"setting {name} lr={self.lr}: must be > 0")
-        if self.schedule not in ("constant", "cosine"):
-            raise InputError(f"setting {name} schedule={self.schedule!r}: choose constant or cosine")
-        if self.warmup_steps < 0 or self.total_steps < 1:
-            raise InputError(f"settings {name} warmup_steps={self.warmup_steps}, total_steps="
-                             f"{self.total_steps}: need warmup >= 0 and total >= 1")
-        if not self.clip_norm > 0 or self.weight_decay < 0:
-            raise InputError(f"settings {name} clip_norm={self.clip_norm}, weight_decay="
-                             f"{self.weight_decay}: need clip_norm > 0 and weight_decay >= 0")
-        return self
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:

@@ -27,7 +27,7 @@ from numpy.testing import assert_allclose
 
 from llm_check.config import preset
 from llm_check.grpo import (GRPOConfig, aggregate, group_advantages, grpo_loss, kl_per_token,
-                            reward_stats)
+                            reward_stats, shaped_rewards)
 from llm_check.logprobs import token_logprobs
 from llm_check.model import Qwen3
 from theory.errors import InputError
@@ -196,3 +196,92 @@ def test_aggregations_weight_tokens_as_documented():
 def test_invalid_settings_are_named(kw, name):
     with pytest.raises(InputError, match=f"setting {name}"):
         GRPOConfig(**kw).validate()
+
+
+def test_kl_in_the_reward_with_rloo_is_the_exact_regularized_gradient():
+    """[kl.grad], [kl.token]: beta * (log p - log ref) of the whole sequence subtracted from the
+    reward, leave-one-out advantages, no std division: E[grad loss] = -grad J_beta / L exactly,
+    with grad J_beta = sum_y p(y) [r(y) - beta log(p(y)/ref(y))] grad log p(y)."""
+    g, beta = 3, 0.7
+    cfg = GRPOConfig(group_size=g, beta=beta, kl_mode="reward", kl_estimator="k1", baseline="loo",
+                     std_normalize=False, aggregation="fixed_length")
+    graphdef, params, rest = _tiny(0)
+    _, ref_params, _ = _tiny(1)
+    lp = _token_logp(graphdef, params, rest)
+    ref = _token_logp(graphdef, ref_params, rest)
+    p = np.exp(np.asarray(lp, np.float64).sum(-1))
+    logratio = np.asarray(lp.sum(-1) - ref.sum(-1), np.float64)
+    groups = np.array(list(itertools.product(range(len(SEQS)), repeat=g)))
+    weight = np.prod(p[groups], axis=1)
+    shaped = shaped_rewards(jnp.asarray(REWARD[groups]), jnp.asarray(logratio[groups],
+                                                                      jnp.float32), cfg)
+    adv = group_advantages(shaped, baseline="loo", std_normalize=False)
+    mask = jnp.ones((g, L), jnp.int32)
+    dl = jax.jit(jax.vmap(jax.grad(lambda glp, a, gref: grpo_loss(glp, None, gref, a, mask,
+                                                                  cfg)[0])))(
+        lp[groups], adv, ref[groups])
+    coef = np.zeros((len(SEQS), L))
+    np.add.at(coef, groups.reshape(-1), (np.asarray(dl) * weight[:, None, None]).reshape(-1, L))
+    flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])  # noqa: E731
+    expected = flat(_weighted_grad(graphdef, params, rest, jnp.asarray(coef, jnp.float32)))
+    target = p * (REWARD - beta * logratio)
+    grad_jb = flat(_weighted_grad(graphdef, params, rest, jnp.asarray(
+        np.repeat(target[:, None], L, axis=1), jnp.float32)))
+    grad_j = flat(_weighted_grad(graphdef, params, rest, jnp.asarray(
+        np.repeat((p * REWARD)[:, None], L, axis=1), jnp.float32)))
+    assert np.linalg.norm(grad_jb - grad_j) > 0.1 * np.linalg.norm(grad_j)  # the KL matters here
+    assert_allclose(expected, -grad_jb / L, rtol=2e-3, atol=2e-6)
+
+
+def test_kl_mode_decides_where_the_kl_goes():
+    lp = jnp.log(jnp.asarray([[0.5, 0.9], [0.2, 0.8]]))
+    ref = jnp.log(jnp.asarray([[0.4, 0.9], [0.3, 0.7]]))
+    adv, mask = jnp.zeros(2), jnp.ones((2, 2))
+    in_loss = GRPOConfig(beta=0.5, kl_mode="loss", kl_estimator="k3")
+    in_reward = GRPOConfig(beta=0.5)
+    assert float(grpo_loss(lp, None, ref, adv, mask, in_loss)[0]) > 0  # k3 > 0 enters the loss
+    assert float(grpo_loss(lp, None, ref, adv, mask, in_reward)[0]) == 0.0
+    seq = jnp.sum(lp - ref, axis=-1)
+    assert_allclose(shaped_rewards(jnp.ones(2), seq, in_reward), 1 - 0.5 * seq, rtol=1e-6)
+    assert_allclose(shaped_rewards(jnp.ones(2), seq, in_loss), 1.0, rtol=0)
+
+
+def test_logprobs_are_scored_at_the_sampling_temperature():
+    graphdef, params, rest = _tiny(0)
+    model = nnx.merge(graphdef, params, rest)
+    tokens = jnp.asarray([[0, 1, 2, 1]], jnp.int32)
+    z = model(tokens)[:, :-1]
+    for t in (1.0, 0.7):
+        want = jnp.take_along_axis(jax.nn.log_softmax(z / t, axis=-1), tokens[:, 1:, None],
+                                   axis=-1)[..., 0]
+        got = token_logprobs(model, tokens, jnp.ones_like(tokens), temperature=t)
+        assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+    cold = token_logprobs(model, tokens, jnp.ones_like(tokens), temperature=0.7)
+    warm = token_logprobs(model, tokens, jnp.ones_like(tokens))
+    assert float(jnp.abs(cold - warm).max()) > 1e-2
+
+
+def test_one_inner_iteration_ignores_the_passed_old_logprobs():
+    """mu = 1: the step's own log-probs are the old ones (ratio exactly 1), so a stale or garbage
+    old_logp changes nothing."""
+    import optax
+
+    from llm_check.grpo import make_grpo_step
+
+    graphdef, params, rest = _tiny(0)
+    tokens = jnp.concatenate([jnp.zeros((len(SEQS), 1), jnp.int32), jnp.asarray(SEQS)], axis=1)
+    attn, cmask = jnp.ones_like(tokens), jnp.ones((len(SEQS), L), jnp.int32)
+    adv = group_advantages(jnp.asarray(REWARD)[None], baseline="loo",
+                           std_normalize=False).reshape(-1)
+    opt = optax.sgd(0.1)
+    cfg = GRPOConfig(group_size=9, beta=0.0, clip_eps_low=0.01, clip_eps_high=0.01)
+    step = make_grpo_step(graphdef, rest, opt, cfg, chunk_size=4)
+    ref = jnp.zeros((len(SEQS), L))
+    a, _, ma = step(params, opt.init(params), tokens, attn, cmask, ref - 3.0, ref, adv)
+    b, _, mb = step(params, opt.init(params), tokens, attn, cmask, ref + 5.0, ref, adv)
+    assert float(ma["clip_ratio/region_mean"]) == 0.0
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=0)
+    two = make_grpo_step(graphdef, rest, opt, dataclasses.replace(cfg, inner_iters=2), chunk_size=4)
+    c, _, mc = two(params, opt.init(params), tokens, attn, cmask, ref - 3.0, ref, adv)
+    assert float(mc["clip_ratio/region_mean"]) > 0  # with mu = 2 the passed old log-probs count

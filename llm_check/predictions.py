@@ -1,0 +1,76 @@
+"""What theory predicts for an LLM run before it starts, from the model it actually starts from.
+
+For the built-in task the reward is binary and the rewarded answer can be listed, so a policy is
+summarized per prompt by s[x] = p(right answer | x) (``exact_eval``). Every estimator setting of
+``GRPOConfig`` has a fixed point (docs/theory.md §6 [grpo.fixedpoint]) that rescales all rewarded
+completions by one factor and all others by another, so it is given by the success rate it reaches,
+``theory.closed_forms.binary_fixed_point``:
+
+- KL of the whole completion in the reward (``kl_mode="reward"``), no std division: the Gibbs tilt
+  p* = ref e^{r/beta} / Z, whatever the baseline (the baseline scales reward and KL alike);
+- k2 per token in the loss: the tilt at beta / m, with m the advantage multiplier (1 for RLOO,
+  1 - 1/G for the group mean, s-dependent with std division);
+- k3 per token in the loss: p_y = beta' ref_y / (beta' + J - r_y) with beta' = beta / m(s);
+- k1 in the loss (expected gradient 0), or the KL in the reward with std division: no closed form;
+  the prediction is left out (None) and the report says so.
+
+From the target s*, the SFT loss after RL is the SFT model's plus
+``theory.closed_forms.binary_ce_change`` (for the tilt, exactly thm31.identity:
+E_x[log E_{p_SFT} e^{r/beta}] - (1 - eps)/beta). Simplification: the per-token estimators are
+treated as acting on whole completions, which is exact when only the first answer token varies
+(the built-in task's answers are one digit then <|im_end|>).
+
+No JAX here: the report imports this module.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from llm_check.run_config import GRPOConfig
+from theory.closed_forms import (binary_advantage_multiplier, binary_ce_change,
+                                 binary_fixed_point)
+
+
+def fixed_point_name(g: GRPOConfig) -> str:
+    """A one-line name of where RL with these settings converges (module docstring)."""
+    if g.beta == 0:
+        return "no KL term: the unregularized optimum (all mass on rewarded answers)"
+    if g.kl_mode == "reward":
+        if g.std_normalize:
+            return "KL in the reward with std division: no closed form"
+        return "the Gibbs tilt p* = ref e^{r/beta}/Z (Theorem 3.1's optimum)"
+    adv = {("loo", False): "RLOO", ("mean", False): "group mean (beta -> beta G/(G-1))"}.get(
+        (g.baseline, g.std_normalize), "std-divided advantages (a per-prompt beta' = beta/m(s))")
+    if g.kl_estimator == "k2":
+        return f"per-token k2: the tilt at the effective beta, {adv}"
+    if g.kl_estimator == "k3":
+        return f"per-token k3: p_y = beta' ref_y/(beta' + J - r_y), {adv} (not p*)"
+    return "per-token k1 in the loss (zero expected gradient): no closed form"
+
+
+def rl_target(s_ref, g: GRPOConfig) -> np.ndarray | None:
+    """Per-prompt success rate at the fixed point of RL with settings ``g`` from s_ref; None when
+    the setting has no closed form."""
+    s_ref = np.clip(np.asarray(s_ref, np.float64), 1e-12, 1 - 1e-12)
+    if g.beta == 0:
+        return None
+    if g.kl_mode == "reward":
+        return None if g.std_normalize else binary_fixed_point(s_ref, g.beta, kl="forward")
+    if g.kl_estimator == "k1":
+        return None
+    m = partial(binary_advantage_multiplier, group_size=g.group_size, baseline=g.baseline,
+                std_normalize=g.std_normalize, ddof=g.std_ddof, std_eps=g.std_eps)
+    kl = "forward" if g.kl_estimator == "k2" else "reverse"
+    return binary_fixed_point(s_ref, g.beta, kl=kl, multiplier=m)
+
+
+def ce_change_prediction(s_ref, eps: float, g: GRPOConfig) -> float | None:
+    """Predicted change of the exact SFT loss over RL (mean over prompts), or None."""
+    target = rl_target(s_ref, g)
+    if target is None:
+        return None
+    s_ref = np.clip(np.asarray(s_ref, np.float64), 1e-12, 1 - 1e-12)
+    return float(np.mean(binary_ce_change(s_ref, target, eps)))

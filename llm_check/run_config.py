@@ -1,0 +1,224 @@
+"""Every setting of the LLM runs as frozen dataclasses; this module imports no JAX.
+
+``coupling llm --help`` and ``report.py`` read these without starting JAX. Each dataclass checks
+itself (``validate``) and the whole ``RunConfig`` goes to a run's ``config.json``.
+
+The GRPO estimator settings decide where RL converges (docs/theory.md §6 [grpo.fixedpoint]), so two
+named presets set them together (``SETTINGS``; single flags override them):
+
+- ``exact``: the KL of the whole completion, beta * sum_t (log p - log ref), is subtracted from the
+  reward before the advantages are formed (``kl_mode="reward"``), with the leave-one-out baseline,
+  no std division, and each sequence's log-likelihood summed over its tokens
+  (``aggregation="fixed_length"``). On-policy this is an unbiased estimate of grad J_beta
+  ([kl.grad], [kl.token]); its fixed point is the Gibbs tilt p* = ref e^{r/beta} / Z that
+  Theorem 3.1 is about.
+- ``paper``: the paper's (and TRL's before its KL fix) GRPO: k3 per token in the loss, group-mean
+  baseline, advantages divided by the group std, the mean over sequences of each one's token mean.
+  Its fixed point is p_y = beta' ref_y / (beta' + J - r_y) with a per-prompt beta' (not p*).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+
+from theory.errors import InputError
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+KL_MODES = ("reward", "loss")
+BASELINES = ("mean", "loo")
+AGGREGATIONS = ("seq_mean_token_mean", "token_mean", "fixed_length")
+ORDERS = {"sft-rl": ("sft_then_rl",), "rl-sft": ("rl_then_sft",),
+          "both": ("sft_then_rl", "rl_then_sft")}
+STAGES = {"sft_then_rl": ("sft", "rl"), "rl_then_sft": ("rl", "sft")}
+
+# The estimator flags each named setting fixes (module docstring).
+SETTINGS = {
+    "exact": dict(kl_mode="reward", kl_estimator="k1", baseline="loo", std_normalize=False,
+                  aggregation="fixed_length"),
+    "paper": dict(kl_mode="loss", kl_estimator="k3", baseline="mean", std_normalize=True,
+                  aggregation="seq_mean_token_mean"),
+}
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with warmup + decay and global-norm clipping; every field goes to config.json."""
+
+    lr: float = 1e-3
+    warmup_steps: int = 0
+    schedule: str = "constant"  # "constant" | "cosine" (decays to lr * final_lr_frac)
+    final_lr_frac: float = 0.1
+    total_steps: int = 100
+    b1: float = 0.9
+    b2: float = 0.999
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+
+    def validate(self, name: str = "optimizer") -> "OptimConfig":
+        if not self.lr > 0:
+            raise InputError(f"setting {name} lr={self.lr}: must be > 0")
+        if self.schedule not in ("constant", "cosine"):
+            raise InputError(f"setting {name} schedule={self.schedule!r}: choose constant or cosine")
+        if self.warmup_steps < 0 or self.total_steps < 1:
+            raise InputError(f"settings {name} warmup_steps={self.warmup_steps}, total_steps="
+                             f"{self.total_steps}: need warmup >= 0 and total >= 1")
+        if not self.clip_norm > 0 or self.weight_decay < 0:
+            raise InputError(f"settings {name} clip_norm={self.clip_norm}, weight_decay="
+                             f"{self.weight_decay}: need clip_norm > 0 and weight_decay >= 0")
+        return self
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """Every GRPO setting; the defaults are the ``exact`` preset (module docstring)."""
+
+    group_size: int = 8
+    prompts_per_step: int = 8
+    beta: float = 0.5
+    kl_mode: str = "reward"  # "reward": beta * sequence k1 subtracted from r; "loss": per-token
+    kl_estimator: str = "k1"  # the per-token estimator in "loss" mode (k1 | k2 | k3)
+    clip_eps_low: float = 0.2
+    clip_eps_high: float = 0.2
+    inner_iters: int = 1
+    baseline: str = "loo"
+    std_normalize: bool = False
+    std_ddof: int = 1
+    std_eps: float = 1e-4
+    aggregation: str = "fixed_length"
+    max_new_tokens: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    def validate(self) -> "GRPOConfig":
+        """Reject invalid settings with an InputError naming the setting."""
+        if self.group_size < 2:
+            raise InputError(f"setting group_size={self.group_size}: GRPO needs at least 2 "
+                             "completions per prompt")
+        if self.prompts_per_step < 1:
+            raise InputError(f"setting prompts_per_step={self.prompts_per_step}: must be >= 1")
+        if not self.beta >= 0:
+            raise InputError(f"setting beta={self.beta}: the KL weight must be >= 0")
+        if self.kl_mode not in KL_MODES:
+            raise InputError(f"setting kl_mode={self.kl_mode!r}: choose from {', '.join(KL_MODES)}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise InputError(f"setting kl_estimator={self.kl_estimator!r}: unknown estimator "
+                             f"(choose from {', '.join(KL_ESTIMATORS)})")
+        if self.kl_mode == "reward" and self.kl_estimator != "k1":
+            raise InputError(f"setting kl_estimator={self.kl_estimator!r} with kl_mode=reward: the "
+                             "reward takes the summed log-ratio (k1); use kl_mode=loss for k2/k3")
+        if self.baseline not in BASELINES:
+            raise InputError(f"setting baseline={self.baseline!r}: choose from {', '.join(BASELINES)}")
+        if self.aggregation not in AGGREGATIONS:
+            raise InputError(f"setting aggregation={self.aggregation!r}: choose from "
+                             f"{', '.join(AGGREGATIONS)}")
+        if not (0 <= self.clip_eps_low < 1 and self.clip_eps_high >= 0):
+            raise InputError(f"settings clip_eps_low={self.clip_eps_low}, clip_eps_high="
+                             f"{self.clip_eps_high}: need 0 <= low < 1 and high >= 0")
+        if self.inner_iters < 1:
+            raise InputError(f"setting inner_iters={self.inner_iters}: must be >= 1")
+        if self.std_ddof not in (0, 1) or self.std_ddof >= self.group_size:
+            raise InputError(f"setting std_ddof={self.std_ddof}: must be 0 or 1")
+        if not self.std_eps >= 0:
+            raise InputError(f"setting std_eps={self.std_eps}: must be >= 0")
+        if self.max_new_tokens < 1:
+            raise InputError(f"setting max_new_tokens={self.max_new_tokens}: must be >= 1")
+        if not self.temperature > 0:
+            raise InputError(f"setting temperature={self.temperature}: must be > 0")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"setting top_p={self.top_p}: must lie in (0, 1]")
+        return self
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @property
+    def setting(self) -> str:
+        """'exact' or 'paper' when the estimator flags match that preset, else 'custom'."""
+        for name, flags in SETTINGS.items():
+            if all(getattr(self, k) == v for k, v in flags.items()):
+                return name
+        return "custom"
+
+
+def grpo_setting(name: str, base: GRPOConfig | None = None, **overrides) -> GRPOConfig:
+    """``base`` (default GRPOConfig()) with the preset ``name``'s flags, then ``overrides``."""
+    if name not in SETTINGS:
+        raise InputError(f"setting --setting {name!r}: choose from {', '.join(SETTINGS)}")
+    return dataclasses.replace(base or GRPOConfig(), **{**SETTINGS[name], **overrides})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of ``coupling llm run``; the whole object goes to config.json."""
+
+    model: str = "tiny"
+    task: str = "builtin"
+    order: str = "both"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    eps: float = 0.3
+    max_operand: int = 4
+    n_train: int = 512
+    n_heldout: int = 64
+    heldout_fraction: float = 0.1
+    eval_rows: int = 0  # 0 = every held-out row
+    eval_samples: int = 8  # sampled completions per held-out prompt for the rewards
+    base_steps: int = 100
+    base_p_correct: float = 0.5
+    init_std: float = 0.1  # tiny model only: random init std (0.02 leaves it on a long plateau)
+    base_optim: OptimConfig = OptimConfig(lr=3e-3, total_steps=100)
+    sft_steps: int = 150
+    sft_batch: int = 32
+    grad_accum: int = 1
+    sft_optim: OptimConfig = OptimConfig(lr=3e-3, schedule="cosine", total_steps=150)
+    rl_steps: int = 50
+    rl_optim: OptimConfig = OptimConfig(lr=2e-3, total_steps=50)
+    grpo: GRPOConfig = GRPOConfig()
+    eval_every: int = 25
+    ckpt_every: int = 25
+    chunk_size: int = 64
+    local_theory: bool = True
+    local_steps: int = 10  # local theory on RL steps 1..N and every eval step; -1 = every step
+    mesh: str | None = None
+    dtype: str = "float32"  # compute dtype: float32 (CPU) or bfloat16 (GPU/TPU; f32 master weights)
+
+    def validate(self) -> "RunConfig":
+        if self.order not in ORDERS:
+            raise InputError(f"setting --order {self.order!r}: choose sft-rl, rl-sft or both")
+        if not self.seeds:
+            raise InputError("setting --seeds: needs at least one seed")
+        if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise InputError(f"setting --seeds {list(self.seeds)}: seeds must be distinct and >= 0")
+        if self.base_steps < 0:
+            raise InputError(f"setting base_steps={self.base_steps}: must be >= 0")
+        for name in ("sft_steps", "rl_steps", "sft_batch", "grad_accum", "eval_every",
+                     "ckpt_every", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"setting {name}={getattr(self, name)}: must be >= 1")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise InputError(f"setting dtype={self.dtype!r}: choose float32 or bfloat16")
+        if self.eval_samples < 1:
+            raise InputError(f"setting eval_samples={self.eval_samples}: must be >= 1")
+        if self.local_steps < -1:
+            raise InputError(f"setting local_steps={self.local_steps}: must be >= -1")
+        if self.eval_rows < 0:
+            raise InputError(f"setting eval_rows={self.eval_rows}: must be >= 0")
+        if self.sft_batch % self.grad_accum:
+            raise InputError(f"setting grad_accum={self.grad_accum}: must divide sft_batch="
+                             f"{self.sft_batch}")
+        self.base_optim.validate("base")
+        self.sft_optim.validate("sft")
+        self.rl_optim.validate("rl")
+        self.grpo.validate()
+        return self
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @property
+    def known_eps(self) -> float | None:
+        """The expert's error rate when the task has a known one (the built-in task), else None."""
+        return self.eps if self.task == "builtin" else None
