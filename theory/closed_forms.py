@@ -380,3 +380,95 @@ def estimator_fixed_point(reference, reward, beta, group_size, baseline: str = "
         return binary_rescale(ref, r, std_division_fixed_point(s_ref, g, b, kl, ddof, std_eps))
     eff = b if baseline == "rloo" else group_mean_beta(b, g)
     return k3_fixed_point(ref, r, eff) if kl == "k3" else gibbs_tilt(ref, r, eff)
+
+
+# --------------------------------------------------------------------------- binary rewards
+# docs/theory.md §6 [grpo.fixedpoint] for a reward in {0, 1}: a policy is summarized per prompt by
+# s = p(reward = 1). Every fixed point below rescales all rewarded responses by one factor and all
+# unrewarded ones by another, so s alone determines it, and the SFT-loss change follows from s.
+
+
+def binary_advantage_multiplier(s, group_size: int, *, baseline: str = "mean",
+                                std_normalize: bool = False, ddof: int = 1,
+                                std_eps: float = 1e-4) -> np.ndarray:
+    """m(s) = E[A_i | r_i = 1] - E[A_i | r_i = 0] for G binary rewards with success rate s.
+
+    Given r_i, the response y_i is independent of the other rewards, so
+    E[A_i grad log p(y_i)] = (E[A_i | r_i=1] - E[A_i | r_i=0]) grad s = m(s) grad J: a sampled
+    update moves like m(s) times the policy gradient. Computed exactly by summing over the
+    binomial number k of successes among the other G - 1 samples. m = 1 for the leave-one-out
+    baseline, 1 - 1/G for the group mean; with std division it depends on s.
+    """
+    from math import comb
+
+    s = np.asarray(s, dtype=np.float64)
+    g = int(group_size)
+    if g < 2:
+        raise InputError(f"group_size: must be >= 2, got {group_size!r}")
+    if baseline not in ("mean", "loo"):
+        raise InputError(f"baseline: choose 'mean' or 'loo', got {baseline!r}")
+    if np.any((s < 0) | (s > 1)):
+        raise InputError("s: success rates must lie in [0, 1]")
+    total = np.zeros_like(s)
+    for k in range(g):  # successes among the other G - 1 samples
+        w = comb(g - 1, k) * s ** k * (1 - s) ** (g - 1 - k)
+        diff = 0.0
+        for ri in (1, 0):
+            n1 = k + ri
+            others_mean = k / (g - 1)
+            base = n1 / g if baseline == "mean" else others_mean
+            a = ri - base
+            if std_normalize:
+                mean = n1 / g
+                var = (n1 * (1 - mean) ** 2 + (g - n1) * mean ** 2) / (g - ddof)
+                a = a / (np.sqrt(var) + std_eps)
+            diff = diff + (a if ri == 1 else -a)
+        total = total + w * diff
+    return total
+
+
+def _bisect(residual, lo, hi, iters: int = 200) -> np.ndarray:
+    """Vectorized bisection for residual(lo) < 0 < residual(hi)."""
+    lo, hi = np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        neg = residual(mid) < 0
+        lo, hi = np.where(neg, mid, lo), np.where(neg, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def binary_fixed_point(s_ref, beta, *, kl: str = "forward", multiplier=None) -> np.ndarray:
+    """The success rate s at which sampled RL with binary reward stops, per prompt.
+
+    Stationarity of m(s) * grad J - beta * grad KL in the logits, with m(s) the advantage multiplier
+    (a callable; None means m = 1):
+
+    - ``kl="forward"`` (grad KL(p || ref): k1 in the reward, k2): the Gibbs tilt at beta / m(s),
+      beta (logit s - logit s_ref) = m(s);
+    - ``kl="reverse"`` (grad KL(ref || p): k3 in the loss): p_y = beta' ref_y / (beta' + J - r_y)
+      with beta' = beta / m(s), i.e. beta (s - s_ref) = m(s) s (1 - s).
+
+    With m constant, the forward case is the tilt s* = s_ref e^{m/beta} / (s_ref e^{m/beta} + 1 - s_ref)
+    and the reverse case has the root s = ((1 - beta') + sqrt((1 - beta')^2 + 4 beta' s_ref)) / 2.
+    """
+    s_ref = np.asarray(s_ref, dtype=np.float64)
+    b = _beta(beta)
+    if np.any((s_ref <= 0) | (s_ref >= 1)):
+        raise InputError("s_ref: success rates must lie strictly between 0 and 1")
+    m = (lambda s: np.ones_like(s)) if multiplier is None else multiplier
+    if kl == "forward":
+        logit = lambda x: np.log(x) - np.log1p(-x)  # noqa: E731
+        residual = lambda s: b * (logit(s) - logit(s_ref)) - m(s)  # noqa: E731
+    elif kl == "reverse":
+        residual = lambda s: b * (s - s_ref) - m(s) * s * (1 - s)  # noqa: E731
+    else:
+        raise InputError(f"kl: choose 'forward' or 'reverse', got {kl!r}")
+    return _bisect(residual, s_ref, np.nextafter(np.ones_like(s_ref), 0))
+
+
+def binary_ce_change(s_ref, s_new, eps) -> np.ndarray:
+    """Change of -(1-eps) log p(right) - eps log p(wrong) when every rewarded response is rescaled
+    by s_new / s_ref and every unrewarded one by (1 - s_new) / (1 - s_ref), per prompt."""
+    s_ref, s_new = np.asarray(s_ref, np.float64), np.asarray(s_new, np.float64)
+    e = float(eps)
+    return -(1 - e) * (np.log(s_new) - np.log(s_ref)) - e * (np.log1p(-s_new) - np.log1p(-s_ref))
