@@ -16,7 +16,7 @@ pi = sp.IndexedBase("pi", positive=True)
 r = sp.IndexedBase("r", real=True)
 v = sp.IndexedBase("v", real=True)
 c, beta = sp.Symbol("c", real=True), sp.Symbol("beta", positive=True)
-ONE = (sums.sums_to_one(p),)
+ONE = (sums.sums_to_one(p, n),)
 
 
 def S(f, lo=1, hi=n, index=i):
@@ -37,7 +37,7 @@ def test_sum_to_one_only_for_the_declared_vector():
 
 def test_known_partition_sum():
     Z = sp.Symbol("Z", positive=True)
-    fact = sums.known_sum("Z", lambda a: pi[a] * sp.exp(r[a] / beta), lambda a: Z)
+    fact = sums.known_sum("Z", lambda a: pi[a] * sp.exp(r[a] / beta), lambda a: Z, n)
     assert sums.equal(S(pi[i] * sp.exp(r[i] / beta) * c), c * Z, (fact,))
     assert not sums.equal(S(pi[i] * sp.exp(r[i] / (2 * beta))), Z, (fact,))
 
@@ -51,6 +51,9 @@ def test_split_range():
     total = S(v[i])
     assert sums.equal(sums.split(total, k), total)
     assert sums.split(total, k).args[0].limits[0][2] == k
+    # Σ_1^k p + Σ_{k+1}^n p = 1, but Σ_1^k p alone is not 1
+    assert sums.equal(S(p[i], hi=k) + S(p[i], lo=k + 1) + c * S(v[i], hi=k), 1 + c * S(v[i], hi=k), ONE)
+    assert not sums.equal(S(p[i], hi=k), 1, ONE)
 
 
 def test_dummy_names_do_not_matter_and_products_of_sums_merge():

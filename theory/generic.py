@@ -29,7 +29,7 @@ rew = sp.IndexedBase("r", real=True)                   # r(x, i)
 vec = sp.IndexedBase("v", real=True)                   # a direction / test vector
 gaps = sp.IndexedBase("g", nonnegative=True)           # reward gaps r* - r(x, i) >= 0
 PROBS = (qw, sft, expert, pol, ref)
-FACTS = tuple(sums.sums_to_one(b) for b in PROBS)
+FACTS = tuple(sums.sums_to_one(b, m if b is qw else n) for b in PROBS)
 SIZES = (n, m)
 
 def opaque_nonnegative(name: str, fn):

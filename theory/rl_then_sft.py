@@ -23,6 +23,8 @@ from typing import Callable
 import sympy as sp
 
 from theory import derivation as d
+from theory import generic as g
+from theory import sums
 from theory.objectives import (covariance, expectation, exp_tilt, kl, partition, reward,
                                regularized_objective, tilt, variance, weighted)
 from theory.softmax import fisher_matrix
@@ -33,7 +35,20 @@ from theory.symbols import (beta, c, delta, eta, m1, m2, m3, mr, mrw, mw, nonneg
 def check_gibbs(drop: Callable = lambda b, kl_value: b * kl_value,
                 configs=((2, 1), (3, 1), (4, 1), (2, 2))) -> d.Result:
     """J_beta(p*) - J_beta(p) = beta E_x KL(p || p*) for every p; ``drop(beta, KL)`` is the claim."""
-    steps, simplices = [], []
+    P, PI, R = g.per_prompt(g.pol), g.per_prompt(g.ref), g.per_prompt(g.rew)
+    z = sums.vsum(lambda j: g.ref[g.x, j] * sp.exp(g.rew[g.x, j] / beta), g.n)   # written out
+    star = sums.Vec(lambda i: g.ref[g.x, i] * sp.exp(g.rew[g.x, i] / beta) / z, g.n)
+    gap_any = g.E_x(regularized_objective(star, R, PI, beta) - regularized_objective(P, R, PI, beta))
+    steps = [
+        d.sum_equal("any n, any prompts: J_beta(p*) = beta E_x log Z",
+                    g.E_x(regularized_objective(star, R, PI, beta)), g.E_x(beta * sp.log(z)),
+                    "log(p*/pi) = r/beta - log Z", facts=g.FACTS, sizes=g.SIZES, probs=g.PROBS),
+        d.sum_equal("any n, any prompts: J_beta(p*) - J_beta(p) = claimed drop", gap_any,
+                    g.E_x(drop(beta, kl(P, star))), "beta KL(p||p*) = beta KL(p||pi) + beta log Z - E_p r",
+                    facts=g.FACTS, sizes=g.SIZES, probs=g.PROBS),
+        *g.kl_nonnegative(P, star, "the drop beta E_x KL(p || p*) >= 0"),
+    ]
+    simplices = []
     for n, prompts in configs:
         weights = (q,) if prompts == 1 else prob_vector("q", 2)
         simplices += [weights] if prompts > 1 else []
@@ -54,9 +69,6 @@ def check_gibbs(drop: Callable = lambda b, kl_value: b * kl_value,
         steps.append(d.equal(f"{label}: J_beta(p*) - J_beta(p) = beta E_x KL(p || p*)",
                              weighted(weights, gap), weighted(weights, claimed),
                              "beta KL(p||p*) = beta KL(p||pi) + beta log Z - E_p r"))
-        if n == 3 and prompts == 1:
-            steps.append(d.at_least(f"{label}: the drop is >= 0", claimed[0], 0,
-                                    "KL >= 0, = 0 iff p = p*; under a <= E KL <= A it lies in [beta a, beta A]"))
     return d.verify("thm41.gibbs", steps, simplices=simplices)
 
 
@@ -121,9 +133,36 @@ def check_local(hessian_sign=-1, coefficient=sp.Rational(-1, 2), q_power=3) -> d
                     ranges={m1: (-1, 1), m2: (0, 2), m3: (-2, 2), mr: (-1, 1), mw: (-1, 1), mrw: (-1, 1)})
 
 
+_k = sp.Symbol("k", integer=True, positive=True)   # |A|: responses 1..k are the argmax set
+
+
+def _argmax_any_n(bound: Callable) -> list:
+    """Any n, any |A| = k (one prompt; E_x is linear): rewards r* on 1..k and r* - delta - e_i
+    (e_i >= 0) on k+1..n."""
+    i = sp.Dummy("i", integer=True, positive=True)
+    dd, pp, e, gp = sp.IndexedBase("d", positive=True), sp.IndexedBase("p", positive=True), \
+        sp.IndexedBase("e", nonnegative=True), sp.IndexedBase("g", nonnegative=True)
+    facts = (sums.sums_to_one(dd, g.n), sums.sums_to_one(pp, g.n))
+    on_a = sp.Sum(dd[i] * rstar, (i, 1, _k))
+    off_a = sp.Sum(dd[i] * (rstar - delta - e[i]), (i, _k + 1, g.n))
+    mass_a = sp.Sum(dd[i], (i, 1, _k))
+    remainder = sp.Sum(dd[i] * e[i], (i, _k + 1, g.n))
+    kw = dict(facts=facts, sizes=(g.n, _k), probs=(dd, pp))
+    return [
+        d.sum_equal("any n, any |A|: J(p) <= max r, as r* - J(p) = sum_i p_i g_i", rstar - sp.Sum(
+            pp[i] * (rstar - gp[i]), (i, 1, g.n)), sp.Sum(pp[i] * gp[i], (i, 1, g.n)), "sum p = 1", **kw),
+        d.sum_nonnegative("any n: sum_i p_i g_i >= 0 (g_i = r* - r_i >= 0)", sp.Sum(pp[i] * gp[i], (i, 1, g.n)),
+                          "so unregularized RL, which reaches J = max r, is optimal", **kw),
+        d.sum_equal("any n, any |A|: J(p_RL) - J(p_D) - bound = sum_{i off A} p_D(i) e_i",
+                    rstar - (on_a + off_a) - bound(delta, 1 - mass_a), remainder,
+                    "split sum_1^n at k; r* - r_i = delta + e_i off A, 0 on A; sum p_D = 1", **kw),
+        d.sum_nonnegative("any n, any |A|: the remainder is >= 0", remainder, "p_D >= 0, e_i >= 0", **kw),
+    ]
+
+
 def check_argmax(bound: Callable = lambda gap, mass_off: gap * mass_off) -> d.Result:
     """J(p_RL) - J(p_D) >= E_x[delta (1 - p_D(A_x))]; ``bound(delta, 1 - p_D(A))`` is the claim."""
-    steps, simplices = [], []
+    steps, simplices = _argmax_any_n(bound), []
     for n, size_a in ((3, 1), (4, 2)):
         pd = prob_vector("d", n)
         extra = nonneg_vector("e", n)
@@ -141,16 +180,12 @@ def check_argmax(bound: Callable = lambda gap, mass_off: gap * mass_off) -> d.Re
         steps.append(d.limit(f"{label}: tilted reward mass -> r* p(A)",
                              sum(wt * ri for wt, ri in zip(weights_t, r)), rstar * start_a, t, sp.oo,
                              "so unregularized RL reaches J = (r* p(A))/p(A) = E_x max r"))
-        steps.append(d.at_least(f"{label}: J(p) <= max r", rstar, reward(start, r),
-                                "a mean never exceeds the maximum"))
         gain = rstar - reward(pd, r)
         excess = sum(pd[i] * extra[i] for i in range(size_a + 1, n))
         steps.append(d.equal(f"{label}: J(p_RL) - J(p_D) - bound = sum_{{y off A}} p_D(y) e_y",
                              gain - bound(delta, 1 - mass_a), excess,
                              "r* - r_y = delta + e_y off A, 0 on A"))
         steps.append(d.nonnegative(f"{label}: the remainder is >= 0", excess, "p_D >= 0, e_y >= 0"))
-        steps.append(d.at_least(f"{label}: the bound, numerically", gain, bound(delta, 1 - mass_a),
-                                "the claim itself at random instances"))
         on_a = [sp.Rational(1, size_a)] * size_a + [0] * (n - size_a)
         steps.append(d.equal(f"{label}: reward-optimal expert: no coupling", rstar - reward(on_a, r), 0,
                              "p_D(A) = 1 gives J(p_RL) = J(p_D)"))

@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 import sympy as sp
 
 from theory import derivation as d
+from theory import generic as g
+from theory import sums
 from theory.symbols import positive_vector, prob_vector, q, real_vector
 
 
@@ -47,10 +49,79 @@ def _log_softmax(u: Sequence[sp.Symbol]) -> list:
     return [sp.log(ui) - sp.log(sum(u)) for ui in u]
 
 
+def fisher_entry(p, a, b):
+    """F_ab = p_a δ_ab − p_a p_b (p a function of the index)."""
+    return p(a) * sp.KroneckerDelta(a, b) - p(a) * p(b)
+
+
+_theta = sp.IndexedBase("theta", real=True)
+_w = sp.Symbol("w", integer=True, positive=True)
+_j = sp.Symbol("j", integer=True, positive=True)
+
+
+def _softmax_any_n():
+    z = sums.vsum(lambda j: sp.exp(_theta[j]), g.n)
+    return (lambda a: sp.exp(_theta[a]) / z), z
+
+
+def _fisher_any_n(hessian_entry: Callable) -> list:
+    """Any n: gradient, Hessian, v^T F v = Var, the sum-of-squares form, F 1 = 0, by symbolic sums."""
+    dd, pp, v = sp.IndexedBase("d", positive=True), sp.IndexedBase("p", positive=True), g.vec
+    y, w = g.y, _w
+    p, _ = _softmax_any_n()
+    loss = sums.vsum(lambda i: -dd[i] * sp.log(p(i)), g.n)
+    grad = sp.diff(loss, _theta[y])
+    facts = (sums.sums_to_one(dd, g.n), sums.sums_to_one(pp, g.n))
+    kw = dict(facts=facts, sizes=(g.n, y, w), probs=(dd, pp))
+    P = lambda a: pp[a]  # noqa: E731
+    quad = sums.vsum(lambda i: sums.vsum(lambda j: v[i] * hessian_entry(P, i, j) * v[j], g.n), g.n)
+    second = sums.vsum(lambda i: pp[i] * v[i] ** 2, g.n) - sums.vsum(lambda i: pp[i] * v[i], g.n) ** 2
+    pairs = lambda a, b: pp[a] * pp[b] * (v[a] - v[b]) ** 2  # noqa: E731
+    mean = sums.vsum(lambda i: pp[i] * v[i], g.n)
+    return [
+        d.sum_equal("any n: grad_y L = p_y - p_D(y)", grad, p(y) - dd[y], "d theta_i/d theta_y = delta_iy", **kw),
+        d.sum_equal("any n: Hessian_yw = claimed F_yw (free of p_D)", sp.diff(grad, _theta[w]),
+                    hessian_entry(p, y, w), "differentiate p_y - p_D(y) once more", **kw),
+        d.sum_equal("any n: v^T F v = sum p v^2 - (sum p v)^2", quad, second, "delta contraction", **kw),
+        d.equal("sum-of-squares lemma: the pair term is symmetric",
+                pairs(y, w) - pairs(w, y), 0, "so sum_{i<j} = (1/2) sum_{i != j}"),
+        d.equal("sum-of-squares lemma: the pair term vanishes on the diagonal", pairs(y, y), 0,
+                "so (1/2) sum_{i != j} = (1/2) sum_{i,j}"),
+        d.sum_equal("any n: sum_{i<j} p_i p_j (v_i - v_j)^2 = sum p v^2 - (sum p v)^2",
+                    sums.vsum(lambda i: sums.vsum(lambda j: pairs(i, j), g.n), g.n) / 2, second,
+                    "expand the square; sum p = 1", **kw),
+        d.sum_equal("any n: v^T F v = Var_p(v) = sum p (v - E v)^2", second,
+                    sums.vsum(lambda i: pp[i] * (v[i] - mean) ** 2, g.n), "sum p = 1", **kw),
+        d.sum_nonnegative("any n: Var_p(v) >= 0, so F is PSD",
+                          sums.vsum(lambda i: pp[i] * (v[i] - mean) ** 2, g.n), "p > 0 times squares", **kw),
+        d.sum_equal("any n: F 1 = 0 (constants are in the null space)",
+                    sums.vsum(lambda j: hessian_entry(P, y, j), g.n), 0, "p_y - p_y sum p = 0", **kw),
+    ]
+
+
+def _pg_any_n(gradient_entry: Callable) -> list:
+    rr = g.vec
+    p, _ = _softmax_any_n()
+    objective = sums.vsum(lambda i: p(i) * rr[i], g.n)
+    grad = sp.diff(objective, _theta[g.y])
+    kw = dict(facts=(), sizes=(g.n, g.y), probs=())
+    return [
+        d.sum_equal("any n: grad_y J = p_y (r_y - E_p r)", grad,
+                    p(g.y) * (rr[g.y] - sums.vsum(lambda i: p(i) * rr[i], g.n)), "quotient rule", **kw),
+        d.sum_equal("any n: grad_y J = claimed (F r)_y", grad, gradient_entry(p, rr, g.y),
+                    "sum_j F_yj r_j = p_y r_y - p_y E_p r", **kw),
+    ]
+
+
+def pg_entry(p, r, y):
+    """(F r)_y = Σ_j F_yj r_j."""
+    return sums.vsum(lambda j: fisher_entry(p, y, j) * r[j], g.n)
+
+
 def check_fisher(hessian: Callable[[Sequence], sp.Matrix] = fisher_matrix,
-                 sizes: Sequence[int] = (2, 3, 4)) -> d.Result:
+                 sizes: Sequence[int] = (2, 3, 4), hessian_entry: Callable = fisher_entry) -> d.Result:
     """softmax.fisher: grad L = q(p - p_D), Hessian q F free of p_D, F = sum of squares, PSD."""
-    steps, simplices = [], []
+    steps, simplices = _fisher_any_n(hessian_entry), []
     for n in sizes:
         u = positive_vector("u", n)
         p = _softmax(u)
@@ -113,9 +184,9 @@ def check_fisher(hessian: Callable[[Sequence], sp.Matrix] = fisher_matrix,
 
 
 def check_policy_gradient(gradient: Callable[[Sequence, Sequence, object], sp.Matrix] = policy_gradient,
-                          sizes: Sequence[int] = (2, 3, 4)) -> d.Result:
+                          sizes: Sequence[int] = (2, 3, 4), gradient_entry: Callable = pg_entry) -> d.Result:
     """softmax.pg: grad_{theta_x} J = q(x) F r_x, entry y = q p_y (r_y - E_p r)."""
-    steps, simplices = [], []
+    steps, simplices = _pg_any_n(gradient_entry), []
     for n in sizes:
         u = positive_vector("u", n)
         p = _softmax(u)

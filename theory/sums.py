@@ -38,6 +38,7 @@ class Fact:
 
     name: str
     match: Callable[[sp.Expr, sp.Symbol], sp.Expr | None]
+    upper: object = None   # the fact holds for Σ_{i=1}^{upper} only (None: any range starting at 1)
 
 
 def _last(e) -> sp.Expr | None:
@@ -45,17 +46,17 @@ def _last(e) -> sp.Expr | None:
     return e.indices[-1] if isinstance(e, sp.Indexed) else None
 
 
-def sums_to_one(base: sp.IndexedBase) -> Fact:
-    """Σ_i base[..., i] = 1: a probability vector (per prompt when base has two indices)."""
+def sums_to_one(base: sp.IndexedBase, size) -> Fact:
+    """Σ_{i=1}^{size} base[..., i] = 1: a probability vector (per prompt when base has two indices)."""
     def match(summand, index):
         if isinstance(summand, sp.Indexed) and summand.base == base and _last(summand) == index:
             return sp.Integer(1)
         return None
-    return Fact(f"sum {base} = 1", match)
+    return Fact(f"sum {base} = 1", match, size)
 
 
 def known_sum(name: str, summand_of: Callable[[sp.Symbol], sp.Expr], value_of: Callable[[sp.Symbol], sp.Expr],
-              outer: Sequence[sp.Symbol] = ()) -> Fact:
+              size=None) -> Fact:
     """Σ_i summand_of(i) = value_of(i): e.g. Σ_i π_i e^{r_i/β} = Z (value free of i).
 
     ``outer`` are free indices (a prompt x) that the fact holds for every value of; they are
@@ -68,7 +69,7 @@ def known_sum(name: str, summand_of: Callable[[sp.Symbol], sp.Expr], value_of: C
         if sp.expand(summand.xreplace({index: probe})) == pattern:
             return value_of(index)
         return None
-    return Fact(name, match)
+    return Fact(name, match, size)
 
 
 def _independent(term, index):
@@ -92,7 +93,28 @@ def _contract(dep, index):
 
 
 def _expand(e):
-    return sp.expand(sp.expand_log(e, deep=True))
+    return _delta_canonical(sp.expand(sp.expand_log(e, deep=True)))
+
+
+def _delta_canonical(e):
+    """δ(a, b) f(a, b) = δ(a, b) f(a, a) (a the first name in sorted order): one canonical form per
+    term, so that e^{θ_w} δ(w, y) and e^{θ_y} δ(w, y) compare equal."""
+    if not e.has(sp.KroneckerDelta):
+        return e
+    out = []
+    for term in sp.Add.make_args(e):
+        factors = sp.Mul.make_args(term)
+        deltas = [f for f in factors if isinstance(f, sp.KroneckerDelta)]
+        if not deltas:
+            out.append(term)
+            continue
+        rest = sp.Mul(*[f for f in factors if not isinstance(f, sp.KroneckerDelta)])
+        for dl in deltas:
+            a, b = sorted(dl.args, key=sp.default_sort_key)
+            if isinstance(b, sp.Symbol):
+                rest = rest.xreplace({b: a})
+        out.append(rest * sp.Mul(*deltas))
+    return sp.Add(*out)
 
 
 def _height(e) -> int:
@@ -117,6 +139,8 @@ def _reduce_sum(summand, limits, facts) -> sp.Expr:
         value = None
         if lo == 1:
             for fact in facts:
+                if fact.upper is not None and sp.expand(hi - fact.upper) != 0:
+                    continue
                 value = fact.match(dep, index)
                 if value is not None:
                     break
@@ -167,19 +191,26 @@ def _merged(expr):
             continue
         key = (index, lo, hi)
         groups[key] = groups.get(key, sp.Integer(0)) + rest * s.function
-    # Adjacent ranges with the same summand join: Σ_lo^k f + Σ_{k+1}^hi f = Σ_lo^hi f.
-    merged = True
-    while merged:
-        merged = False
+    # Adjacent ranges share terms: Σ_lo^k f + Σ_{k+1}^hi f = Σ_lo^hi f, term by term.
+    changed = True
+    while changed:
+        changed = False
         for a in list(groups):
             for b in list(groups):
-                if a != b and a[0] == b[0] and sp.expand(a[2] + 1 - b[1]) == 0 \
-                        and sp.expand(groups[a] - groups[b]) == 0:
-                    groups[(a[0], a[1], b[2])] = groups.get((a[0], a[1], b[2]), 0) + groups.pop(a)
-                    groups.pop(b)
-                    merged = True
-                    break
-            if merged:
+                if a == b or a[0] != b[0] or sp.expand(a[2] + 1 - b[1]) != 0:
+                    continue
+                ta, tb = sp.Add.make_args(sp.expand(groups[a])), sp.Add.make_args(sp.expand(groups[b]))
+                common = [t for t in ta if t != 0 and t in set(tb)]
+                if not common:
+                    continue
+                joined = sp.Add(*common)
+                groups[a] = sp.expand(groups[a] - joined)
+                groups[b] = sp.expand(groups[b] - joined)
+                key = (a[0], a[1], b[2])
+                groups[key] = groups.get(key, sp.Integer(0)) + joined
+                changed = True
+                break
+            if changed:
                 break
     return outside, groups
 
@@ -190,6 +221,10 @@ def is_zero(expr, facts: Sequence[Fact] = (), depth: int = 0) -> bool:
         return False
     reduced = reduce(expr, facts)
     outside, groups = _merged(reduced)
+    # Joining ranges can create a full-range sum that a fact knows: rebuild and reduce once more.
+    rebuilt = outside + sp.Add(*[sp.Sum(f, key) for key, f in groups.items() if f != 0])
+    if rebuilt != reduced:
+        outside, groups = _merged(reduce(rebuilt, facts))
     if _expand(outside) != 0:
         return False
     return all(is_zero(summand, facts, depth + 1) for summand in groups.values())
