@@ -17,7 +17,8 @@ def test_all_hold():
 
 def test_rate_rejects_a_faster_rate():
     result = m.check_rate(rate=lambda mu, T: sp.exp(-3 * mu * T))
-    assert result.failed.name == "the rate on the quadratic instance"
+    failed = {s.name for s in result.steps if not s.ok}
+    assert {"the claimed rate solves the comparison ODE y' = -2 mu y", "the rate on the quadratic instance"} <= failed
 
 
 def test_displacement_rejects_a_wrong_integral():
@@ -58,4 +59,31 @@ def test_kantorovich_rejects_a_larger_bound():
 
 def test_topk_rejects_lambda_1_instead_of_lambda_k():
     result = m.check_topk(bound=lambda lam_k, top: sum(topk_z) * top / 2)
-    assert result.failed.name == "k=2: g^T H g / 2 - bound >= 0"
+    assert "k=2: g^T H g / 2 - bound >= 0" in {s.name for s in result.steps if not s.ok}
+
+
+def test_rate_rejects_the_weaker_but_true_e_minus_mu_t():
+    """e^{-mu T} >= e^{-2 mu T}, so the bound stays true; the pinned constant must still fail."""
+    result = m.check_rate(rate=lambda mu, T: sp.exp(-mu * T))
+    assert not result.ok
+    failed = {s.name for s in result.steps if not s.ok}
+    assert "the claimed rate solves the comparison ODE y' = -2 mu y" in failed
+    assert "tight: on the mu-eigendirection the gap is exactly rate * Delta_0" in failed
+
+
+def test_topk_rejects_a_halved_bound():
+    result = m.check_topk(bound=lambda lam_k, top: lam_k * top / 4)
+    assert not result.ok
+    assert result.failed.kind == "sum_equal"
+
+
+def test_pl_threshold_rejects_a_threshold_four_times_too_small():
+    result = m.check_threshold(threshold=lambda *a: m.pl_threshold(*a) / 4)
+    assert not result.ok
+    assert "PL: at ||grad L|| = sqrt(2 mu_L (L - L*)) the claimed threshold on L - L* meets the cos threshold" in {
+        s.name for s in result.steps if not s.ok}
+
+
+def test_pl_threshold_rejects_a_halved_cos_threshold():
+    result = m.check_threshold(cos_condition=lambda *a: m.cos_threshold(*a) / 2)
+    assert result.failed.name == "the descent bound is 0 exactly at the claimed cos threshold"

@@ -22,6 +22,8 @@ from typing import Callable
 import sympy as sp
 
 from theory import derivation as d
+from theory import generic as g
+from theory import sums
 from theory.objectives import kl
 from theory.softmax import fisher_matrix
 from theory.symbols import (adv, eps, logp, logp_old, prob_vector, real_vector, ref_logp, seq_adv, seq_weight,
@@ -122,7 +124,16 @@ def k3_estimator(logp, ref):
 
 def check_k3(k3: Callable = k3_estimator) -> d.Result:
     """k3 >= 0 pointwise and E_p[k3] = KL(p || ref); k1 = logp - ref is unbiased but can be < 0."""
-    steps, simplices = [], []
+    P, PI = g.per_prompt(g.pol), g.per_prompt(g.ref)
+    kw = dict(facts=g.FACTS, sizes=g.SIZES, probs=g.PROBS)
+    steps, simplices = [
+        d.sum_equal("any n, any prompts: E_p[k3] = KL(p || ref)",
+                    g.E_x(sums.vsum(lambda i: P(i) * k3(sp.log(P(i)), sp.log(PI(i))), g.n)), g.E_x(kl(P, PI)),
+                    "E_p[ref/p] = sum ref = 1", **kw),
+        d.sum_equal("any n, any prompts: E_p[k1] = KL(p || ref)",
+                    g.E_x(sums.vsum(lambda i: P(i) * (sp.log(P(i)) - sp.log(PI(i))), g.n)), g.E_x(kl(P, PI)),
+                    "the definition of KL", **kw),
+    ], []
     for n in (2, 3, 4):
         p, ref = prob_vector("p", n), prob_vector("pi", n)
         simplices += [p, ref]
@@ -134,10 +145,12 @@ def check_k3(k3: Callable = k3_estimator) -> d.Result:
                              "the definition of KL"))
     ref, x = ref_logp, xk
     steps += [
-        d.at_least("k3 >= 0 pointwise", k3(logp, ref), 0, "e^x >= 1 + x (convexity)"),
+        d.equal("k3 = h(u) with u = ref/p = e^{ref - logp}", k3(logp, ref), g.h(sp.exp(ref - logp)),
+                "h(u) = u - 1 - log u"),
+        *g.h_nonnegative("k3 >= 0 pointwise"),
         d.equal("e^x - x - 1 is stationary at x = 0", sp.diff(sp.exp(x) - x - 1, x).subs(x, 0), 0,
                 "and (e^x)'' = e^x > 0, so x = 0 is its minimum, value 0"),
-        d.at_least("k1 < 0 is possible: p = (3/4, 1/4), ref = (1/2, 1/2), y = 2", 0,
-                   sp.log(sp.Rational(1, 4)) - sp.log(sp.Rational(1, 2)), "k1 = log(1/2) < 0"),
+        d.nonnegative("k1 < 0 is possible: p = (3/4, 1/4), ref = (1/2, 1/2), y = 2: -k1 = log 2 >= 0",
+                      -(sp.log(sp.Rational(1, 4)) - sp.log(sp.Rational(1, 2))), "k1 = log(1/2) < 0"),
     ]
     return d.verify("kl.k3", steps, simplices=simplices, ranges={logp: (-4, 0), ref: (-4, 0)})

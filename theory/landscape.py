@@ -22,6 +22,7 @@ from typing import Callable
 import sympy as sp
 
 from theory import derivation as d
+from theory import sums
 from theory.symbols import (Delta0, Lnorm, Ls, T, aspect, c1, c2, cosphi, direction, direction3, eig_min,
                             eig_steps, ell, eta, gap, gnorm, kappa, lam_w, m1, m2, mu, muL, phi, point, s,
                             spread, topk_g, topk_z, w)
@@ -45,17 +46,37 @@ def _quadratic_flow():
 RANGES = {aspect: (0.05, 1.0), phi: (-3.2, 3.2), T: (0.0, 4.0), spread: (0.0, 3.0)}
 
 
+_VALUE, _SLOPE = sp.symbols("Delta_T dDelta_T", real=True)
+
+
+def _as_symbols(expr, fn):
+    """An expression in an abstract function and its derivative, with both replaced by symbols (after
+    differentiating), so that the engine can check it at random values of Delta(T) and Delta'(T)."""
+    return expr.subs(sp.Derivative(fn, T), _SLOPE).subs(fn, _VALUE)
+
+
 def check_rate(rate: Callable = lambda m, tt: sp.exp(-2 * m * tt)) -> d.Result:
     """J* - J(theta_T) <= rate(mu, T) * Delta_0 with rate = e^{-2 mu T}."""
     f = _quadratic_flow()
+    gap_fn = sp.Function("Delta")(T)            # J* - J(theta_T) along any flow: an abstract function
     steps = [
+        # Lemma skeleton on an abstract function (any J that is mu-PL): the gap obeys
+        # Delta' = -||grad J||^2 <= -2 mu Delta, and Gronwall: (e^{2 mu T} Delta)' = e^{2 mu T}(Delta' + 2 mu Delta) <= 0.
+        d.equal("Gronwall: (e^{2 mu T} Delta)' = e^{2 mu T} (Delta' + 2 mu Delta)",
+                _as_symbols(sp.diff(sp.exp(2 * mu * T) * gap_fn, T), gap_fn),
+                _as_symbols(sp.exp(2 * mu * T) * (sp.diff(gap_fn, T) + 2 * mu * gap_fn), gap_fn),
+                "product rule; Delta' + 2 mu Delta <= 0 by PL, so e^{2 mu T} Delta <= Delta_0"),
+        d.equal("the claimed rate solves the comparison ODE y' = -2 mu y", sp.diff(rate(mu, T), T),
+                -2 * mu * rate(mu, T), "pins the constant: e^{-mu T} solves y' = -mu y and fails here"),
+        d.equal("the claimed rate starts at 1", rate(mu, T).subs(T, 0), 1, "Delta(0) = Delta_0"),
         d.equal("the flow solves theta' = grad J", sp.Matrix([sp.diff(x, T) for x in f["x_t"]]),
                 sp.Matrix([-lam * x for lam, x in zip(f["lam"], f["x_t"])]), "grad J = -Lambda (theta - theta*)"),
         d.equal("d/dT (J* - J) = -||grad J||^2", sp.diff(f["gap_t"], T), -f["grad_sq"], "chain rule along the flow"),
-        d.at_least("PL: ||grad J||^2 / 2 >= mu (J* - J)", f["grad_sq"] / 2, mu * f["gap_t"],
-                   "every eigenvalue is >= mu"),
-        d.equal("comparison ODE y' = -2 mu y", sp.diff(Delta0 * sp.exp(-2 * mu * T), T),
-                -2 * mu * Delta0 * sp.exp(-2 * mu * T), "Gronwall: (e^{2 mu t} Delta)' <= 0"),
+        d.equal("tight: on the mu-eigendirection the gap is exactly rate * Delta_0",
+                f["gap_t"].subs(c2, 0), (f["gap_0"] * rate(mu, T)).subs(c2, 0),
+                "so no faster rate holds for the class"),
+        d.at_least("PL on the quadratic instance: ||grad J||^2 / 2 >= mu (J* - J)", f["grad_sq"] / 2,
+                   mu * f["gap_t"], "every eigenvalue is >= mu"),
         d.at_least("the rate on the quadratic instance", f["gap_0"] * rate(mu, T), f["gap_t"],
                    "the claim at random instances"),
     ]
@@ -127,9 +148,17 @@ def pl_threshold(smooth_l, step, grad_j, pl_l, cos):
     return smooth_l ** 2 * step ** 2 * grad_j ** 2 / (8 * pl_l * cos ** 2)
 
 
-def check_threshold(threshold: Callable = pl_threshold) -> d.Result:
-    """An RL step lowers L if cos phi > L_s eta ||g||/(2 ||grad L||), or L - L* > threshold."""
-    descent_bound = eta * (-cosphi * Lnorm * gnorm) + Ls * eta ** 2 * gnorm ** 2 / 2
+def cos_threshold(smooth_l, step, grad_j, grad_l):
+    """pl.threshold: cos phi > L_s eta ||grad J|| / (2 ||grad L||) guarantees a drop (sufficient)."""
+    return smooth_l * step * grad_j / (2 * grad_l)
+
+
+def check_threshold(threshold: Callable = pl_threshold, cos_condition: Callable = cos_threshold) -> d.Result:
+    """An RL step lowers L if cos phi > L_s eta ||g||/(2 ||grad L||), or L - L* > threshold (sufficient,
+    not necessary)."""
+    # Descent lemma for any L_s-smooth L: L(theta + eta g) - L(theta) <= eta <grad L, g> + L_s eta^2 ||g||^2/2.
+    inner = -cosphi * Lnorm * gnorm                                  # <grad L, g> by the angle's definition
+    descent_bound = eta * inner + Ls * eta ** 2 * gnorm ** 2 / 2
     boundary = (Ls * eta * gnorm / (2 * cosphi)) ** 2 / (2 * muL)
     # A 2-D quadratic L = (h1 x1^2 + h2 x2^2)/2, h1 = L_s >= h2 = mu_L; a point x and an RL direction g.
     (x1, x2), (g1, g2) = point, direction
@@ -142,10 +171,13 @@ def check_threshold(threshold: Callable = pl_threshold) -> d.Result:
     first = sp.Piecewise((drop, cos > Ls * eta * gg / (2 * gl)), (1, True))
     second = sp.Piecewise((drop, sp.And(cos > 0, loss(x1, x2) > threshold(Ls, eta, gg, h2, cos))), (1, True))
     steps = [
-        d.equal("descent lemma: L(theta + eta g) - L <= eta ||g|| (L_s eta ||g||/2 - cos phi ||grad L||)",
-                descent_bound, eta * gnorm * (Ls * eta * gnorm / 2 - cosphi * Lnorm),
-                "<grad L, g> = -cos phi ||grad L|| ||g||: a guaranteed drop iff cos phi > L_s eta ||g||/(2||grad L||)"),
-        d.equal("PL: ||grad L||^2 >= 2 mu_L (L - L*) turns it into a bound on L - L*", boundary,
+        d.equal("the descent bound is 0 exactly at the claimed cos threshold",
+                descent_bound.subs(cosphi, cos_condition(Ls, eta, gnorm, Lnorm)), 0,
+                "it is decreasing in cos phi, so above the threshold the guaranteed change is < 0 (pins the 1/2)"),
+        d.equal("PL: at ||grad L|| = sqrt(2 mu_L (L - L*)) the claimed threshold on L - L* meets the cos threshold",
+                cos_condition(Ls, eta, gnorm, sp.sqrt(2 * muL * threshold(Ls, eta, gnorm, muL, cosphi))), cosphi,
+                "||grad L||^2 >= 2 mu_L (L - L*), so L - L* > threshold gives ||grad L|| above that (pins the 8)"),
+        d.equal("the threshold is the boundary of the descent condition", boundary,
                 threshold(Ls, eta, gnorm, muL, cosphi), "solve cos phi sqrt(2 mu_L gap) = L_s eta ||g||/2 for gap"),
         d.at_least("cos-condition => L drops (quadratic instance)", first, 0, "random points, steps and directions"),
         d.at_least("L - L* > threshold => L drops (quadratic instance)", second, 0, "mu_L = smallest eigenvalue"),
@@ -189,16 +221,33 @@ def check_topk(bound: Callable = lambda lam_k, top_mass: lam_k * top_mass / 2) -
 
     ``bound(lambda_k, rho ||g||^2)`` is the claimed lower bound on g^T H g / 2.
     """
+    # Any dimension N, any k: lambda_i = lambda_k + a_i (a_i >= 0) for i <= k, lambda_i >= 0 beyond k.
+    dim, k = sp.Symbol("N", integer=True, positive=True), sp.Symbol("k", integer=True, positive=True)
+    i = sp.Dummy("i", integer=True, positive=True)
+    gv, a, lam_tail = sp.IndexedBase("g", real=True), sp.IndexedBase("a", nonnegative=True), \
+        sp.IndexedBase("lam", nonnegative=True)
+    lam_k = sp.Symbol("lambda_k", nonnegative=True)
+    top = sp.Sum((lam_k + a[i]) * gv[i] ** 2, (i, 1, k))
+    tail = sp.Sum(lam_tail[i] * gv[i] ** 2, (i, k + 1, dim))
+    remainder = (sp.Sum(a[i] * gv[i] ** 2, (i, 1, k)) + tail) / 2
+    kw = dict(sizes=(dim, k))
+    any_dim = [
+        d.sum_equal("any N, any k: g^T H g / 2 - bound = (sum_{i<=k} (lambda_i - lambda_k) g_i^2 + "
+                    "sum_{i>k} lambda_i g_i^2)/2", (top + tail) / 2 - bound(lam_k, sp.Sum(gv[i] ** 2, (i, 1, k))),
+                    remainder, "H's eigenbasis, sorted spectrum; the claimed constant is pinned by equality", **kw),
+        d.sum_nonnegative("any N, any k: the remainder is >= 0", remainder,
+                          "lambda_i - lambda_k >= 0 for i <= k, lambda_i >= 0 (H PSD)", **kw),
+    ]
     gs, z = topk_g, topk_z
     lam = [sum(z[i:]) for i in range(4)]                  # lambda_1 >= ... >= lambda_4 >= 0
     quad = sum(li * gi ** 2 for li, gi in zip(lam, gs))   # g^T H g in H's eigenbasis
     mgf = 1 + m1 * eta + m2 * eta ** 2 / 2
     steps = [d.series("L(theta* + eta g) - L* = (eta^2/2) g^T H g + O(eta^3)", sp.log(mgf) - m1 * eta,
-                      (m2 - m1 ** 2) * eta ** 2 / 2, eta, 3, "thm31.local in cumulant coordinates; Var = g^T F g")]
+                      (m2 - m1 ** 2) * eta ** 2 / 2, eta, 3, "thm31.local in cumulant coordinates; Var = g^T F g"),
+             *any_dim]
     for k in (1, 2, 3):
         top_mass = sum(gi ** 2 for gi in gs[:k])
         steps.append(d.nonnegative(f"k={k}: g^T H g / 2 - bound >= 0",
                                    sp.expand(quad / 2 - bound(lam[k - 1], top_mass)),
                                    "sum_{i<=k} (lambda_i - lambda_k) g_i^2 + sum_{i>k} lambda_i g_i^2 >= 0"))
-        steps.append(d.at_least(f"k={k}: numerically", quad / 2, bound(lam[k - 1], top_mass), "random spectra"))
     return d.verify("spectral.topk", steps, ranges={m1: (-1, 1), m2: (0, 2)})
