@@ -81,3 +81,17 @@ def test_threshold_rejects_a_wrong_variance_term_and_a_wrong_example_number():
     assert m.check_threshold(var_coefficient=1).failed.name == "large beta: Delta L in moment coordinates"
     numbers = dict(m.THRESHOLD_EXAMPLE, **{"beta=1": "0.447"})
     assert m.check_threshold(example=numbers).failed.name == "example: CE after RL, beta=1"
+
+
+def test_c1_rejects_a_planted_error_in_closed_forms_c1():
+    """theory.closed_forms.c1 (used by the LLM report's prediction) is cross-checked by thm31.c1."""
+    import types
+
+    from theory import closed_forms
+    planted = types.SimpleNamespace(**{k: getattr(closed_forms, k) for k in dir(closed_forms) if not k.startswith("_")})
+    planted.c1 = lambda q, pd, r, b: closed_forms.c1(q, pd, r, 1.01 * b)   # a 1% error in beta
+    result = m.check_c1(closed=planted)
+    assert not result.ok
+    assert {s.name for s in result.steps if not s.ok} == {
+        "closed_forms.c1 = sympy C1 (beta = 3/4)", "closed_forms.c1 = sympy C1 (beta = 5/2)"}
+    assert m.check_c1().ok

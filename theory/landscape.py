@@ -127,7 +127,7 @@ def optimal_duration(m, weight, smooth_l, smooth):
     return sp.log(1 + m ** 2 / (weight * smooth_l * smooth)) / m
 
 
-def check_duration(t_star: Callable = optimal_duration, stated: str = "0.4902") -> d.Result:
+def check_duration(t_star: Callable = optimal_duration, stated: str = "0.4902", closed=None) -> d.Result:
     """T* maximizes Delta_0 (1 - e^{-2 mu T}) - lambda_w L_s ell Delta_0/mu^2 (1 - e^{-mu T})^2."""
     objective = Delta0 * (1 - sp.exp(-2 * mu * T)) - lam_w * degradation_bound(Ls, ell, Delta0, mu, T)
     best = t_star(mu, lam_w, Ls, ell)
@@ -140,6 +140,8 @@ def check_duration(t_star: Callable = optimal_duration, stated: str = "0.4902") 
                    "the objective at random T"),
         d.approx("example mu=0.5, lambda_w=0.3, L_s=2, ell=1.5", best.subs(example), stated, "docs/theory.md §5"),
     ]
+    from theory import closed_form_checks, closed_forms
+    steps += closed_form_checks.duration_steps(closed or closed_forms)
     return d.verify("pl.duration", steps, ranges={T: (0.0, 6.0)})
 
 

@@ -65,7 +65,7 @@ def _identity_any_n(claimed: Callable) -> list:
                         facts=g.FACTS, sizes=g.SIZES, probs=g.PROBS)]
 
 
-def check_identity(claimed: Callable = identity_rhs, configs=CONFIGS) -> d.Result:
+def check_identity(claimed: Callable = identity_rhs, configs=CONFIGS, closed=None) -> d.Result:
     """L(p_RL) - L(p_SFT) = E_x[log E_{p_SFT} e^{r/beta} - E_{p_D} r / beta] for ANY p_SFT."""
     steps, simplices = _identity_any_n(claimed), []
     for n, prompts in configs:
@@ -89,10 +89,12 @@ def check_identity(claimed: Callable = identity_rhs, configs=CONFIGS) -> d.Resul
                              "log p_SFT(y) - log p_RL(y) = log Z - r(y)/beta"))
         steps.append(d.equal(f"{label}: identity", weighted(weights, via_logs),
                              weighted(weights, rhs), "sum_y p_D(y) = 1"))
+    from theory import closed_form_checks, closed_forms
+    steps += closed_form_checks.identity_steps(closed or closed_forms)
     return d.verify("thm31.identity", steps, simplices=simplices)
 
 
-def check_c1(claimed: Callable = c1_rhs, configs=((2, 1), (3, 1), (4, 1), (2, 2))) -> d.Result:
+def check_c1(claimed: Callable = c1_rhs, configs=((2, 1), (3, 1), (4, 1), (2, 2)), closed=None) -> d.Result:
     """C1 = E_x[log Z - E_{p_D} r / beta] = E_x KL(p_D || p_RL) >= 0, zero iff r constant on supp."""
     D, R = g.per_prompt(g.expert), g.per_prompt(g.rew)
     p_rl = _explicit_tilt(g.expert, g.rew, beta)
@@ -135,6 +137,8 @@ def check_c1(claimed: Callable = c1_rhs, configs=((2, 1), (3, 1), (4, 1), (2, 2)
     steps.append(d.equal("reward constant on supp p_D only: C1 = 0",
                          claimed((gv[0], gv[1], 0), (c, c, r[2]), beta), 0,
                          "only the reward on the support of p_D matters"))
+    from theory import closed_form_checks, closed_forms
+    steps += closed_form_checks.c1_steps(closed or closed_forms)
     return d.verify("thm31.c1", steps, simplices=simplices)
 
 
