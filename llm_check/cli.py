@@ -198,22 +198,20 @@ def _cmd_run(a) -> int:
     except pipeline.NonFiniteLoss as e:
         print(f"coupling llm run: stopped: {e}", file=sys.stderr)
         return 3
-    for run in ("sft_then_rl", "rl_then_sft"):
-        if run in summary:
-            s = summary[run]
-            if run == "sft_then_rl":
-                print(f"{run}: CE on held-out expert responses {s['ce_heldout_before_rl']:.4f} -> "
-                      f"{s['ce_heldout_after_rl']:.4f} over RL (holds in all seeds: "
-                      f"{s['holds_in_all_seeds']})")
-            else:
-                print(f"{run}: strict reward {s['reward_before_sft']:.4f} -> "
-                      f"{s['reward_after_sft']:.4f} over SFT (holds in all seeds: "
-                      f"{s['holds_in_all_seeds']})")
-    th = summary.get("theory")
-    if th:
-        print(f"theory (eps={th['eps']}, beta={th['beta']}): C1 = "
-              f"{th['c1_ce_rise_at_rl_optimum']:.4f} nats; reward at the SFT optimum "
-              f"{th['reward_at_sft_optimum']:.4f}")
+    print(f"GRPO setting {summary['setting']!r}: RL converges to {summary['fixed_point']}")
+    if "sft_then_rl" in summary:
+        a = summary["sft_then_rl"]
+        print(f"sft_then_rl: SFT loss {a['ce_before_rl']:.4f} -> {a['ce_after_rl']:.4f} over RL; "
+              f"change {a['ce_rise']:.4f} ± {a['ci95']['ce_rise']:.4f} (95%), predicted "
+              + (f"{a['ce_change_pred']:.4f} (rel. err. {a['rel_err']:.3f})"
+                 if "ce_change_pred" in a else "n/a")
+              + f"; rises in every seed: {a['holds_in_all_seeds']}")
+    if "rl_then_sft" in summary:
+        a = summary["rl_then_sft"]
+        print(f"rl_then_sft: reward {a['reward_before_sft']:.4f} -> {a['reward_after_sft']:.4f} "
+              "over SFT, predicted "
+              + (f"{a['reward_after_sft_pred']:.4f}" if "reward_after_sft_pred" in a else "n/a")
+              + f"; falls in every seed: {a['holds_in_all_seeds']}")
     print(f"wrote {out}/report.md, summary.json, metrics.jsonl, config.json and plots "
           f"({summary.get('wall_s', 0):.0f} s)")
     return 0

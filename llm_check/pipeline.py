@@ -25,7 +25,7 @@ update's training metrics and, every ``eval_every`` steps and at the last one, a
 
 Every RL step may also log the local second-order theory (``metrics.py``): ``local/dce_pred`` =
 grad CE . delta + 1/2 delta^T H delta against ``local/dce_measured``, and ``grad/cos_ce_rl`` =
-cos(-grad CE, grad J) with grad J the raw reward's gradient (no KL term).
+cos(grad CE, grad J) with grad J the raw reward's gradient (no KL term).
 
 The jitted functions are built once per run (``make_jitted``) and passed in; nothing is cached at
 module level. Determinism and faults: every random draw of step k of a stage is a function of
@@ -59,7 +59,7 @@ from llm_check.grpo import (decode_completions, group_advantages, make_completio
                             sequence_inputs, shaped_rewards)
 from llm_check.metrics import (heldout_ce, local_ce_prediction, relative_error, tree_cos,
                                tree_sub, tree_vdot)
-from llm_check.predictions import rl_target
+from llm_check.predictions import ce_change_prediction, expert_share, rl_target
 from llm_check.rewards import task_rewards
 from llm_check.run_config import ORDERS, GRPOConfig, OptimConfig, RunConfig  # noqa: F401
 from llm_check.sft import make_optimizer, make_sft_step, split_model, stack_micro
@@ -301,7 +301,7 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
         texts = decode_completions(ctx.tok, out.completion, out.completion_mask)
         rewards = np.asarray(strict(None, texts, answer=answers), np.float32)
         tokens, attn, cmask = sequence_inputs(out, np.repeat(pmask, g.group_size, axis=0))
-        old_lp, ent = ctx.fns.logp(params, tokens, attn, cmask)
+        old_lp, ent = out.logprobs, out.entropy  # the sampler's own: no second forward pass
         ref_lp, _ = ctx.fns.logp(ref_params, tokens, attn, cmask)
         seq_logratio = jnp.sum((old_lp - ref_lp) * cmask, axis=-1)
         shaped = shaped_rewards(jnp.asarray(rewards), seq_logratio, g)
@@ -345,7 +345,7 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
                 "local/dce_linear": float(lin),
                 "local/dce_pred": float(lin) + float(quad),
                 "sft/ce_pred": ce0 + float(lin) + float(quad),
-                "grad/cos_ce_rl": float(-ctx.fns.cos(grad_ce, grad_j)),
+                "grad/cos_ce_rl": float(ctx.fns.cos(grad_ce, grad_j)),
             })
         return params, opt_state, row
 
@@ -399,9 +399,16 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
     os.makedirs(folder, exist_ok=True)
     kl_name = "rl/kl_ref" if stage == "rl" else "sft/kl_ref"
     ref = start_params
-    target = None
-    if stage == "rl" and ctx.exact is not None:
-        target = rl_target(measure_exact(ctx, start_params)["s"], cfg.grpo)
+    target, pred = None, {}
+    if ctx.exact is not None:  # theory's prediction for this stage, before it starts
+        s0 = measure_exact(ctx, start_params)["s"]
+        if stage == "rl":
+            target = rl_target(s0, cfg.grpo)
+            change = ce_change_prediction(s0, cfg.eps, cfg.grpo)
+            if change is not None:
+                pred = {"pred/ce_change": change, "pred/reward": float(np.mean(target))}
+        elif stage == "sft":
+            pred = {"pred/reward": expert_share(ctx.task)}
     step_fn = (rl_step_fn(ctx, ref, step) if stage == "rl"
                else sft_step_fn(ctx, ctx.train if stage == "sft" else ctx.fmt, step, stage))
     tag = {"seed": ctx.seed, "run": label, "stage": stage}
@@ -414,7 +421,7 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
         first = meta["step"] + 1
         rows = [r for r in _read_rows(rows_path) if r["step"] <= meta["step"]]
     else:
-        rows = [{**tag, "step": 0, **evaluate(ctx, params, ref, kl_name, target)}]
+        rows = [{**tag, "step": 0, **evaluate(ctx, params, ref, kl_name, target), **pred}]
     _write_rows(rows_path, rows)
     with open(rows_path, "a") as f:
         bar = tqdm(range(first, n_steps + 1), desc=f"seed {ctx.seed} {label} {stage}",

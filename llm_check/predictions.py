@@ -74,3 +74,12 @@ def ce_change_prediction(s_ref, eps: float, g: GRPOConfig) -> float | None:
         return None
     s_ref = np.clip(np.asarray(s_ref, np.float64), 1e-12, 1 - 1e-12)
     return float(np.mean(binary_ce_change(s_ref, target, eps)))
+
+
+def expert_share(task) -> float:
+    """Mean over prompts of the training set's share of right answers: the reward an SFT stage
+    that reaches its data's law ends at (1 - eps in expectation; docs/theory.md [thm41.argmax])."""
+    by_prompt: dict[str, list[float]] = {}
+    for ex in task.train:
+        by_prompt.setdefault(ex.prompt, []).append(float(ex.completion == ex.answer))
+    return float(np.mean([np.mean(v) for v in by_prompt.values()]))

@@ -9,6 +9,9 @@
 - Per-sequence stop: after a sequence emits ``eos_id`` its later tokens are ``pad_id`` and its
   completion mask is 0. ``completion_mask`` is 1 up to and including the first eos.
 - Deterministic for a given key: step ``i`` draws with ``jax.random.fold_in(key, i)``.
+- The sampler also returns, per generated token, its log-probability and the entropy of the law it
+  was drawn from (log softmax(z / T) at temperature T; 0 after the sequence stopped), so an
+  on-policy RL step needs no second forward pass of the sampling policy.
 
 Top-p keeps the smallest set of most likely tokens whose probability reaches ``top_p`` (the first
 token always stays); tokens tied with the cut-off logit are kept too. It needs a sort over the
@@ -36,6 +39,8 @@ class SampleOutput:  # a pytree: it can cross jit boundaries and be device_put
     completion: jax.Array       # int32 [B, N]; pad_id after the first eos
     completion_mask: jax.Array  # int32 [B, N]: 1 up to and including the first eos
     lengths: jax.Array          # int32 [B]: completion_mask.sum(-1)
+    logprobs: jax.Array         # float32 [B, N]: log p(token) at the sampling temperature
+    entropy: jax.Array          # float32 [B, N]: entropy of the law each token was drawn from
 
 
 def sample(model, prompt_tokens, prompt_mask, key, *, max_new_tokens: int,
@@ -56,11 +61,11 @@ def sample(model, prompt_tokens, prompt_mask, key, *, max_new_tokens: int,
     if not np.all(np.asarray(prompt_mask)[:, -1] == 1):
         raise InputError("sample: prompts must be LEFT-padded (prompt_mask[:, -1] must be 1)")
     graphdef, state = nnx.split(model)
-    tokens, completion, cmask = _sample(
+    tokens, completion, cmask, lp, ent = _sample(
         graphdef, state, prompt_tokens, prompt_mask, key, jnp.float32(temperature),
         jnp.float32(top_p), jnp.int32(eos_id), jnp.int32(eos_id if pad_id is None else pad_id),
         max_new_tokens=int(max_new_tokens), greedy=bool(greedy), use_top_p=bool(top_p < 1))
-    return SampleOutput(tokens, completion, cmask, cmask.sum(-1))
+    return SampleOutput(tokens, completion, cmask, cmask.sum(-1), lp, ent)
 
 
 def _pick(logits, key, temperature, top_p, *, greedy: bool, use_top_p: bool):
@@ -95,19 +100,25 @@ def _sample(graphdef, state, prompt_tokens, prompt_mask, key, temperature, top_p
 
     def choose(logits, i, done):
         tok = jnp.where(done, pad_id, pick(logits, jax.random.fold_in(key, i)))
-        return tok, done | (tok == eos_id), (~done).astype(jnp.int32)
+        logq = jax.nn.log_softmax(logits / (1.0 if greedy else temperature), axis=-1)
+        lp = jnp.take_along_axis(logq, tok[:, None], axis=-1)[:, 0]
+        ent = -jnp.sum(jnp.exp(logq) * logq, axis=-1)
+        live = ~done
+        return (tok, done | (tok == eos_id), live.astype(jnp.int32), jnp.where(live, lp, 0.0),
+                jnp.where(live, ent, 0.0))
 
     def step(carry, i):
         cache, logits, done = carry
-        tok, done_next, valid = choose(logits, i, done)
+        tok, done_next, valid, lp, ent = choose(logits, i, done)
         h, cache = model.forward_cached(tok[:, None], (prompt_len + i)[:, None], key_mask,
                                         cache, p + i)
-        return (cache, model.logits(h[:, 0]), done_next), (tok, valid)
+        return (cache, model.logits(h[:, 0]), done_next), (tok, valid, lp, ent)
 
     done = jnp.zeros((b,), jnp.bool_)
-    (cache, logits, done), (toks, valid) = jax.lax.scan(
+    (cache, logits, done), (toks, valid, lps, ents) = jax.lax.scan(
         step, (cache, logits, done), jnp.arange(n - 1))
-    last, _, last_valid = choose(logits, n - 1, done)
-    completion = jnp.concatenate([toks.T, last[:, None]], axis=1)
-    cmask = jnp.concatenate([valid.T, last_valid[:, None]], axis=1)
-    return jnp.concatenate([prompt_tokens, completion], axis=1), completion, cmask
+    last, _, last_valid, last_lp, last_ent = choose(logits, n - 1, done)
+    cat = lambda xs, x: jnp.concatenate([xs.T, x[:, None]], axis=1)  # noqa: E731
+    completion, cmask = cat(toks, last), cat(valid, last_valid)
+    return (jnp.concatenate([prompt_tokens, completion], axis=1), completion, cmask,
+            cat(lps, last_lp), cat(ents, last_ent))

@@ -62,14 +62,6 @@ class SweepConfig:
         return dataclasses.asdict(self)
 
 
-def _expert_share(task) -> float:
-    """Mean over prompts of the training set's share of right answers (SFT's own optimum)."""
-    by_prompt: dict[str, list[float]] = {}
-    for ex in task.train:
-        by_prompt.setdefault(ex.prompt, []).append(float(ex.completion == ex.answer))
-    return float(np.mean([np.mean(v) for v in by_prompt.values()]))
-
-
 def _read_done(path: str) -> dict:
     if not os.path.isfile(path):
         return {}
@@ -84,7 +76,8 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False) -> list[dict]:
 
     from llm_check import pipeline as P
     from llm_check.grpo import make_grpo_step
-    from llm_check.predictions import ce_change_prediction, fixed_point_name, rl_target
+    from llm_check.predictions import (ce_change_prediction, expert_share, fixed_point_name,
+                                       rl_target)
 
     sc.validate()
     t0 = time.perf_counter()
@@ -170,7 +163,7 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False) -> list[dict]:
                             row.update({
                                 "reward_before_sft": ex1["reward"],
                                 "reward_after_sft": ex2["reward"],
-                                "reward_after_sft_pred": _expert_share(ctx.task),
+                                "reward_after_sft_pred": expert_share(ctx.task),
                                 "reward_at_expert": 1.0 - eps,
                             })
                         with open(rows_path, "a") as f:

@@ -45,7 +45,7 @@ def test_greedy_equals_argmax_of_the_cache_free_forward(model):
                  eos_id=CFG.vocab_size - 1, pad_id=PAD)
     assert out.tokens.shape == (3, P + N) and out.completion.shape == (3, N)
     assert out.tokens.dtype == jnp.int32
-    assert len(jax.tree.leaves(out)) == 4  # SampleOutput is a pytree
+    assert len(jax.tree.leaves(out)) == 6  # SampleOutput is a pytree
     np.testing.assert_array_equal(out.tokens[:, :P], ids)
     full_mask = np.concatenate([mask, np.ones((3, N), np.int32)], axis=1)
     logits = nnx.jit(lambda m, t, k: m(t, attention_mask=k))(model, out.tokens, full_mask)
@@ -107,3 +107,23 @@ def test_bad_settings_raise_input_error(model):
         sample(model, ids, mask, jax.random.key(0), top_p=1.5, **kw)
     with pytest.raises(InputError, match="max_new_tokens"):
         sample(model, ids, mask, jax.random.key(0), max_new_tokens=0, eos_id=1)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampler_logprobs_and_entropy_are_those_of_the_law_it_drew_from(model, temperature):
+    """The per-token log-probs the sampler returns equal a cache-free scoring of the sampled
+    sequences at the same temperature, log softmax(z / T); 0 after a sequence stopped."""
+    from llm_check.logprobs import token_logprobs_and_entropy
+
+    ids, mask, _ = prompts()
+    eos = 3
+    out = sample(model, ids, mask, jax.random.key(2), max_new_tokens=N, temperature=temperature,
+                 eos_id=eos, pad_id=PAD)
+    attn = jnp.concatenate([jnp.asarray(mask), out.completion_mask], axis=1)
+    lp, ent = token_logprobs_and_entropy(model, out.tokens, attn, temperature=temperature)
+    m = np.asarray(out.completion_mask, bool)
+    np.testing.assert_allclose(np.asarray(out.logprobs)[m], np.asarray(lp[:, P - 1:])[m],
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out.entropy)[m], np.asarray(ent[:, P - 1:])[m],
+                               rtol=1e-5, atol=1e-5)
+    assert np.all(np.asarray(out.logprobs)[~m] == 0)

@@ -1,0 +1,84 @@
+"""``coupling llm sweep`` end to end at toy size: every combination, shared base/SFT, the output
+files and their keys, resume that skips finished runs, and bad settings refused before any write."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from llm_check import cli
+
+pytestmark = pytest.mark.usefixtures("f32")
+
+ARGS = ["--betas", "0.5", "--eps", "0.3,0", "--seeds", "1", "--settings", "exact,paper",
+        "--n-train", "32", "--n-heldout", "8", "--eval-samples", "2", "--base-steps", "3",
+        "--sft-steps", "3", "--sft-batch", "8", "--rl-steps", "2", "--group-size", "4",
+        "--prompts-per-step", "4", "--max-new-tokens", "2", "--eval-every", "2",
+        "--no-local-theory"]
+KEYS = {"beta", "eps", "seed", "setting", "order", "fixed_point", "reward_before_rl",
+        "reward_after_rl", "reward_target", "target_gap"}
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    import jax
+
+    out = str(tmp_path_factory.mktemp("sweep") / "s")
+    with jax.enable_x64(False):
+        assert cli.main(["sweep", *ARGS, "--out", out]) == 0
+    return out
+
+
+def test_every_combination_with_its_prediction(sweep_dir):
+    with open(os.path.join(sweep_dir, "sweep.json")) as f:
+        doc = json.load(f)
+    runs = doc["runs"]
+    sft_rl = [r for r in runs if r["order"] == "sft_then_rl"]
+    rl_sft = [r for r in runs if r["order"] == "rl_then_sft"]
+    assert len(sft_rl) == 4 and len(rl_sft) == 2  # 2 eps x 2 settings; RL then SFT: 2 eps
+    for r in sft_rl:
+        assert KEYS | {"ce_before_rl", "ce_after_rl", "ce_rise", "ce_rise_pred"} <= set(r)
+        assert abs(r["ce_rise"] - (r["ce_after_rl"] - r["ce_before_rl"])) < 1e-12
+        assert isinstance(r["ce_rise_pred"], float)
+    for r in rl_sft:
+        assert KEYS | {"reward_before_sft", "reward_after_sft", "reward_after_sft_pred"} <= set(r)
+    # base and SFT are trained once per (seed, eps) and shared: one SFT folder per eps
+    root = os.path.join(sweep_dir, "runs", "seed0")
+    assert sorted(os.listdir(root)) == ["eps0", "eps0.3"]
+    starts = {(r["eps"], r["setting"]): r["ce_before_rl"] for r in sft_rl}
+    assert starts[(0.3, "exact")] == starts[(0.3, "paper")]
+    groups = doc["groups"]
+    assert {(g["order"], g["setting"], g["eps"]) for g in groups} >= {
+        ("sft_then_rl", "exact", 0.3), ("sft_then_rl", "paper", 0.0)}
+    for name in ("sweep.md", "sweep.png"):
+        assert os.path.getsize(os.path.join(sweep_dir, name)) > 1000
+    md = open(os.path.join(sweep_dir, "sweep.md")).read()
+    assert "negative control" in md and "rel. err." in md
+
+
+def test_resume_skips_finished_runs(sweep_dir, monkeypatch):
+    from llm_check import pipeline
+
+    def refuse(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(pipeline, "run_stage", refuse)
+    before = open(os.path.join(sweep_dir, "rows.jsonl")).read()
+    assert cli.main(["sweep", *ARGS, "--out", sweep_dir, "--resume"]) == 0
+    assert open(os.path.join(sweep_dir, "rows.jsonl")).read() == before
+
+
+@pytest.mark.parametrize("flag,value,match", [("--betas", "0.5,-1", "--betas"),
+                                              ("--eps", "1.2", "--eps"),
+                                              ("--settings", "exact,trl", "--settings")])
+def test_bad_settings_write_nothing(tmp_path, flag, value, match):
+    from theory.errors import InputError
+
+    out = str(tmp_path / "never")
+    args = [a for a in ARGS]
+    args[args.index(flag) + 1] = value
+    with pytest.raises(InputError, match=match):
+        cli.main(["sweep", *args, "--out", out])
+    assert not os.path.exists(out)
