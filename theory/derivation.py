@@ -121,6 +121,7 @@ class StepResult:
     ok: bool
     reason: str
     seconds: float
+    sampled: bool = False   # an inequality checked only at random points (no proof), see ``verify``
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,5 +404,7 @@ def verify(title: str, steps: Sequence[Step], *, simplices: Sequence[Sequence[sp
                 reason = f"{exact}; {numeric}"
         except Exception as e:  # a sympy failure inside one step fails that step, not the run
             ok, reason = False, f"{type(e).__name__}: {e}"
-        results.append(StepResult(step.name, step.kind, ok, reason, time.perf_counter() - start))
+        sampled = step.kind == "at_least" and any(sp.sympify(e).free_symbols
+                                                   for e in _entries(step.lhs) + _entries(step.rhs))
+        results.append(StepResult(step.name, step.kind, ok, reason, time.perf_counter() - start, sampled))
     return Result(title, tuple(results))

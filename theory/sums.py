@@ -219,6 +219,8 @@ def is_zero(expr, facts: Sequence[Fact] = (), depth: int = 0) -> bool:
     """True if the rules reduce expr to 0 for every size (a proof); False: not shown."""
     if depth > 6:
         return False
+    if depth == 0:
+        expr = _entries_as_sums(sp.sympify(expr))
     reduced = reduce(expr, facts)
     outside, groups = _merged(reduced)
     # Joining ranges can create a full-range sum that a fact knows: rebuild and reduce once more.
@@ -228,6 +230,18 @@ def is_zero(expr, facts: Sequence[Fact] = (), depth: int = 0) -> bool:
     if _expand(outside) != 0:
         return False
     return all(is_zero(summand, facts, depth + 1) for summand in groups.values())
+
+
+def _entries_as_sums(expr):
+    """p[..., k] at a concrete index k is written Σ_{i=k}^{k} p[..., i], so that it can join a
+    neighbouring range (p_1 + Σ_2^n p_i = Σ_1^n p_i = 1)."""
+    swaps = {}
+    for a in expr.atoms(sp.Indexed):
+        k = a.indices[-1]
+        if k.is_Integer:
+            i = _CANON[0]
+            swaps[a] = sp.Sum(a.base[(*a.indices[:-1], i)], (i, k, k))
+    return expr.xreplace(swaps) if swaps else expr
 
 
 def equal(a, b, facts: Sequence[Fact] = ()) -> bool:
