@@ -449,9 +449,10 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
     return params
 
 
-def run_seed(cfg: RunConfig, seed: int, out: str, *, resume: bool, fns: Jitted | None = None):
+def run_seed(cfg: RunConfig, seed: int, out: str, *, resume: bool, fns: Jitted | None = None,
+             loaded=None):
     """Base, then each requested order, written out plainly; returns (stage metrics files, fns)."""
-    ctx, params = build_context(cfg, seed, fns=fns)
+    ctx, params = build_context(cfg, seed, loaded=loaded, fns=fns)
     root = os.path.join(out, "runs", f"seed{seed}")
     files = []
 
@@ -478,10 +479,8 @@ def run(cfg: RunConfig, out: str, *, resume: bool = False) -> dict:
     t0 = time.perf_counter()
     cfg.validate()
     load_checked_task(cfg, cfg.seeds[0])  # data-dependent settings, before anything is written
-    if cfg.mesh is not None:
-        from llm_check.sharding import make_mesh
-
-        make_mesh(cfg.mesh)  # a bad spec fails here, before anything is written
+    # the model folder (config, tensor headers and shapes, tokenizer) and the mesh spec too
+    loaded = load_model(cfg, cfg.seeds[0])
     cfg_path = os.path.join(out, "config.json")
     if os.path.exists(cfg_path):
         if not resume:
@@ -501,7 +500,8 @@ def run(cfg: RunConfig, out: str, *, resume: bool = False) -> dict:
         os.replace(tmp, cfg_path)
     files, fns = [], None
     for seed in cfg.seeds:
-        seed_files, fns = run_seed(cfg, seed, out, resume=resume, fns=fns)
+        seed_files, fns = run_seed(cfg, seed, out, resume=resume, fns=fns,
+                                   loaded=loaded if seed == cfg.seeds[0] else None)
         files += seed_files
     rows = [r for path in files for r in _read_rows(path)]
     _write_rows(os.path.join(out, "metrics.jsonl"), rows)

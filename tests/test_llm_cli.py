@@ -28,15 +28,21 @@ pytestmark = pytest.mark.usefixtures("f32")
     (["--sft-lr", "0"], "setting sft lr=0.0"),
     (["--sft-batch", "32", "--grad-accum", "5"], "setting grad_accum=5"),
     (["--resume"], "--resume needs --out"),
+    (["--setting", "trl"], "setting --setting 'trl'"),
+    (["--kl-mode", "reward", "--kl-estimator", "k3"], "kl_mode=reward"),
+    (["--model", "MODEL_DIR"], "no config.json"),
 ])
 def test_invalid_settings_exit_2_with_one_line(argv, fragment, capsys, tmp_path):
     out = [] if "--resume" in argv else ["--out", str(tmp_path / "run")]
+    if "MODEL_DIR" in argv:  # a folder that is no model snapshot
+        (tmp_path / "empty").mkdir()
+        argv = [str(tmp_path / "empty") if a == "MODEL_DIR" else a for a in argv]
     code = main(["llm", "run", *argv, *out])
     err = capsys.readouterr().err
     assert code == 2
     assert fragment in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert not (tmp_path / "run" / "summary.json").exists()
+    assert not (tmp_path / "run").exists()  # nothing half-written
 
 
 def test_unknown_option_is_an_argparse_error():
@@ -70,3 +76,17 @@ def test_arguments_become_the_config():
 def test_eval_of_a_missing_model_is_a_clear_error(capsys):
     assert main(["llm", "eval", "--model", "/nonexistent/snapshot"]) == 2
     assert "neither 'tiny' nor a folder" in capsys.readouterr().err
+
+
+def test_named_settings_and_single_flags_over_them():
+    parse = lambda *a: config_from_args(_parser().parse_args(["run", *a])).grpo  # noqa: E731
+    exact = parse()
+    assert (exact.kl_mode, exact.baseline, exact.std_normalize, exact.setting) == (
+        "reward", "loo", False, "exact")
+    paper = parse("--setting", "paper")
+    assert (paper.kl_mode, paper.kl_estimator, paper.baseline, paper.std_normalize,
+            paper.aggregation, paper.setting) == ("loss", "k3", "mean", True,
+                                                  "seq_mean_token_mean", "paper")
+    mixed = parse("--setting", "paper", "--no-std-normalize", "--kl-estimator", "k2")
+    assert (mixed.kl_estimator, mixed.std_normalize, mixed.baseline, mixed.setting) == (
+        "k2", False, "mean", "custom")
