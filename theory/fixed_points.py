@@ -186,6 +186,12 @@ def _update_numbers(pv, rv, refv, b, c, kind: str):
     return out
 
 
+def _max_abs(values):
+    """max |x| over numeric sympy expressions, each evaluated to 30 digits first (the inputs are
+    20-digit Floats; ``Max`` of unevaluated sqrt/log terms would re-``evalf`` them per comparison)."""
+    return sp.Max(*[sp.Abs(sp.N(x, 30)) for x in values])
+
+
 def _closed_form_steps(group_beta: Callable, k3_point: Callable, multiplier: Callable) -> list:
     steps = []
     ref_np, r_np = np.array([float(x) for x in _REF]), np.array([float(x) for x in _R])
@@ -204,7 +210,7 @@ def _closed_form_steps(group_beta: Callable, k3_point: Callable, multiplier: Cal
             pv = [sp.Float(x, 20) for x in pnum]
             u = _update_numbers(pv, _R, _REF, b, c, kind)
             steps.append(d.at_least(f"beta={b}, G={g}: {name} makes the sympy update vanish",
-                                    sp.Rational(1, 10 ** 10), sp.Max(*[sp.Abs(x) for x in u]), "|U| <= 1e-10"))
+                                    sp.Rational(1, 10 ** 10), _max_abs(u), "|U| <= 1e-10"))
         # the exact tilt, sympy vs NumPy
         exact = tilt(_REF, _R, b)
         tilt_np = cf.gibbs_tilt(ref_np, r_np, bf)
@@ -223,7 +229,7 @@ def _closed_form_steps(group_beta: Callable, k3_point: Callable, multiplier: Cal
             u = _update_numbers(pv, r2, ref2, b, m, kind)
             steps.append(d.at_least(f"std division, {kind}, beta={b}, G={g}: estimator_fixed_point makes "
                                     "m(s*) grad J - beta grad KL vanish", sp.Rational(1, 10 ** 9),
-                                    sp.Max(*[sp.Abs(x) for x in u]), "|U| <= 1e-9 (sympy m at the NumPy s*)"))
+                                    _max_abs(u), "|U| <= 1e-9 (sympy m at the NumPy s*)"))
     # the k3 fixed point is not the tilt (so (c) is not (a) in disguise)
     k3p, tp = cf.k3_fixed_point(ref_np, r_np, 0.25), cf.gibbs_tilt(ref_np, r_np, 0.25)
     steps.append(d.at_least("beta=1/4: k3 fixed point differs from the tilt by >= 0.01", sp.Float(float(np.max(np.abs(k3p - tp))), 20),

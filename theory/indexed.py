@@ -104,12 +104,13 @@ def _numeric(lhs, rhs, probs, named, sizes, rng, points: int = 3) -> float:
     """max relative |lhs − rhs| over n in ``sizes``, all j, ``points`` random draws."""
     worst = 0.0
     for size in sizes:
+        # the sums expanded once per size (they do not depend on the random point)
+        expr_pair = [sp.sympify(e).xreplace({n: size}).doit() for e in (lhs, rhs)]
         for _ in range(points):
             values = {}
             for w in probs:
                 draw = rng.dirichlet(np.full(size, 2.0))
                 values.update({w[k + 1]: float(draw[k]) for k in range(size)})
-            expr_pair = [sp.sympify(e).xreplace({n: size}).doit() for e in (lhs, rhs)]
             syms = {}
             for e in set().union(*[x.atoms(sp.Indexed) for x in expr_pair]):
                 if e not in values:

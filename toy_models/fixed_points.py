@@ -17,6 +17,13 @@
   ``trainers.natural_direction``) from θ* = log p_D, against θ* + r τ(t) and f(τ(t)).
 
 Each also evaluates a margin (≥ 0 iff the claim holds) on a seeded random batch plus edge cases.
+
+Speed (the time is almost all tracing and XLA compilation, as in ``toy_models.numeric_checks``): each
+check builds **one** jitted function per call (margins included; nothing is cached at module level,
+so a patched claim is read at call time) and traces every expensive function once: the six
+exact-expectation settings advance together in one ``lax.scan``, the RK4 stages are one inner scan
+over a single traced velocity, and the sampled GRPO run draws its uniforms in NumPy up front
+(inverse-CDF sampling inside the scan; threefry is slow at XLA optimization level 0).
 """
 
 from __future__ import annotations
@@ -47,7 +54,6 @@ def _np(tree):
     return jax.tree.map(np.asarray, tree)
 
 
-@functools.cache
 def _batch() -> Instance:
     rng = np.random.default_rng(SEED + 7)
     edges = edge_cases(rng, X, Y)
@@ -69,8 +75,10 @@ def _result(parts) -> CheckResult:
     return CheckResult("pass" if ok else "fail", detail)
 
 
-def _margin_part(margin, name: str) -> tuple[bool, str]:
-    m = np.asarray(jit(jax.vmap(margin))(_batch()))
+def _margin_part(margin, name: str, values=None) -> tuple[bool, str]:
+    """Summarize the margins of ``margin`` on ``_batch()``: ``values`` when the caller computed them
+    (inside its own jitted function, ``jax.vmap(margin)(batch)``), else computed here."""
+    m = np.asarray(jit(jax.vmap(margin))(_batch()) if values is None else values)
     m = np.where(np.isnan(m), -np.inf, m)
     i = int(np.argmin(m))
     ok = bool(m[i] >= 0)
@@ -120,9 +128,15 @@ def kl_grad_margin(inst: Instance):
 @_x64
 def check_kl_grad() -> CheckResult:
     b = _batch()
-    fn = jit(jax.vmap(lambda i: _kl_grad_errors(jnp.log(i.sft_policy), jnp.log(i.reference))))
-    errs, gap = _np(fn(take(b, slice(0, N_BATCH))))
-    parts = [_margin_part(kl_grad_margin, "kl.grad")]
+
+    @jit
+    def run(b):
+        main = take(b, slice(0, N_BATCH))
+        errs = jax.vmap(lambda i: _kl_grad_errors(jnp.log(i.sft_policy), jnp.log(i.reference)))(main)
+        return errs, jax.vmap(kl_grad_margin)(b)
+
+    (errs, gap), margins = _np(run(b))
+    parts = [_margin_part(kl_grad_margin, "kl.grad", margins)]
     for k, e in errs.items():
         e = float(np.max(e))
         parts.append((e <= 1e-12, f"E grad {k} vs grad {CLAIMED_KL[k]}: max err {e:.1e} (tol 1e-12)"))
@@ -184,16 +198,18 @@ def check_kl_token() -> CheckResult:
     inst_logits, inst_ref = _instance_logits()
 
     @jit
-    def run(lg, rl, il, ir):
+    def run(lg, rl, b):
+        # the 8 random policies and the worked instance (last) in one vmapped call
         e, r, t = jax.vmap(token_gradients)(lg, rl)
-        e1, r1, t1 = token_gradients(il, ir)
-        return (jnp.max(jnp.abs(r - e)), jnp.min(jnp.max(jnp.abs(t - e), axis=(1, 2, 3))),
-                jnp.max(jnp.abs(r1 - e1)), jnp.max(jnp.abs(t1 - e1)))
+        rerr, terr = jnp.max(jnp.abs(r - e), axis=(1, 2, 3)), jnp.max(jnp.abs(t - e), axis=(1, 2, 3))
+        return (jnp.max(rerr[:-1]), jnp.min(terr[:-1]), rerr[-1], terr[-1]), jax.vmap(kl_token_margin)(b)
 
-    rtg_err, tok_min, rtg1, tok1 = (float(x) for x in run(logits, ref_logits, inst_logits, inst_ref))
+    errs, margins = run(np.concatenate([logits, inst_logits[None]]), np.concatenate([ref_logits, inst_ref[None]]),
+                        _batch())
+    rtg_err, tok_min, rtg1, tok1 = (float(x) for x in errs)
     _, sym_tok = klg.token_instance_errors()
     return _result([
-        _margin_part(kl_token_margin, "kl.token"),
+        _margin_part(kl_token_margin, "kl.token", np.asarray(margins)),
         (rtg_err <= 1e-10, f"8 random 2-token 3-symbol policies: reward-to-go max err {rtg_err:.1e} (tol 1e-10)"),
         (tok_min >= 1e-3, f"per-token k2 loss max err >= {tok_min:.3g} on every one (it differs)"),
         (rtg1 <= 1e-10 and abs(tok1 - float(sym_tok)) <= 1e-10,
@@ -247,7 +263,6 @@ def predicted(ref, reward, beta, advantage, kl, group=G_EXACT):
     return cf.estimator_fixed_point(ref, reward, beta, group, _BASELINE_NAME[advantage], kl)
 
 
-@functools.cache
 def _fixedpoint_problem():
     rng = np.random.default_rng(SEED + 3)
     ref = rng.dirichlet(np.full(3, 2.0), size=3)
@@ -256,15 +271,18 @@ def _fixedpoint_problem():
     return ref, reward, binary, 0.5
 
 
-def run_exact_dynamics(ref, reward, beta, advantage, kl, steps=EXACT_STEPS, lr=2.0):
-    """SGD on the exact expected update from θ = log ref; returns the final policy."""
+def run_exact_dynamics(ref, rewards, beta, settings=SETTINGS, steps=EXACT_STEPS, lr=2.0):
+    """SGD on the exact expected update from θ = log ref, every setting ``(advantage, kl, _)`` of
+    ``settings`` with its reward of ``rewards`` (same order), all advancing together in one scan
+    (each expected update traced once); returns the final policies, one per setting."""
     log_ref = jnp.log(ref)
 
-    def step(th, _):
-        return th + lr * expected_update(th, reward, log_ref, beta, advantage, kl), None
+    def step(thetas, _):
+        return tuple(th + lr * expected_update(th, r, log_ref, beta, adv, kl)
+                     for th, r, (adv, kl, _b) in zip(thetas, rewards, settings)), None
 
-    theta, _ = jax.lax.scan(step, log_ref, length=steps)
-    return tabular.probs(theta), expected_update(theta, reward, log_ref, beta, advantage, kl)
+    thetas, _ = jax.lax.scan(step, (log_ref,) * len(settings), length=steps)
+    return tuple(tabular.probs(th) for th in thetas)
 
 
 def fixedpoint_margin(inst: Instance):
@@ -282,20 +300,38 @@ def fixedpoint_margin(inst: Instance):
 SAMPLED = {"groups": 64, "group": 4, "steps": 1200, "lr": 0.3, "tail": 400}
 
 
-def run_sampled_grpo(ref, binary, beta, key):
+def sampled_uniforms(seed: int = SEED):
+    """The uniforms of the sampled run, [steps, groups, X=3, group], drawn in NumPy (seeded)."""
+    return np.random.default_rng(seed).uniform(size=(SAMPLED["steps"], SAMPLED["groups"], 3, SAMPLED["group"]))
+
+
+def sample_inverse_cdf(logp, u):
+    """y ∼ p(·|x) for uniforms ``u[..., X, G]``: y = #{k < Y − 1 : u > P(Y ≤ k)} (exact categorical)."""
+    cdf = jnp.cumsum(jnp.exp(logp), -1)[:, None, :-1]                       # [X, 1, Y-1]
+    return jnp.sum(u[..., None] > cdf, -1).astype(jnp.int32)
+
+
+def run_sampled_grpo(ref, binary, beta, uniforms):
     """The paper's GRPO (std division, group mean, k3 loss), sampled: ``groups`` groups of ``group``
-    per prompt and step, SGD; returns the average policy over the last ``tail`` steps."""
+    per prompt and step (responses drawn from the current policy by inverse CDF on ``uniforms``,
+    ``sampled_uniforms()``), SGD on the mean of ``estimators.surrogate`` over the groups; returns the
+    average policy over the last ``tail`` steps."""
     cfg = est.EstimatorConfig(group_size=SAMPLED["group"], advantage="grpo", kl_estimator="k3", beta=beta)
     log_ref = jnp.log(ref)
     q = jnp.ones(ref.shape[0])
 
-    def step(th, k):
-        keys = jax.random.split(k, SAMPLED["groups"])
-        g = jax.vmap(lambda kk: est.sampled_gradient(kk, tabular.log_probs, th, binary, q, log_ref, cfg))(keys)
-        th = th + SAMPLED["lr"] * jnp.mean(g, 0)
+    def step(th, u):                                                        # u [groups, X, G]
+        ys = sample_inverse_cdf(jax.lax.stop_gradient(tabular.log_probs(th)), u)
+        rewards = jnp.take_along_axis(binary[None], ys, -1)
+
+        def mean_surrogate(prm):
+            lp = tabular.log_probs(prm)
+            return jnp.mean(jax.vmap(lambda y, r: est.surrogate(lp, y, r, q, log_ref, cfg))(ys, rewards))
+
+        th = th + SAMPLED["lr"] * jax.grad(mean_surrogate)(th)
         return th, tabular.probs(th)
 
-    _, path = jax.lax.scan(step, log_ref, jax.random.split(key, SAMPLED["steps"]))
+    _, path = jax.lax.scan(step, log_ref, uniforms)
     return jnp.mean(path[-SAMPLED["tail"]:], 0)
 
 
@@ -304,13 +340,13 @@ def check_grpo_fixedpoint() -> CheckResult:
     ref, reward, binary, beta = _fixedpoint_problem()
 
     @jit
-    def run(ref, reward, binary, key):
-        finals = [run_exact_dynamics(ref, binary if bin_ else reward, beta, adv, kl) for adv, kl, bin_ in SETTINGS]
-        return finals, run_sampled_grpo(ref, binary, beta, key)
+    def run(ref, reward, binary, uniforms, b):
+        finals = run_exact_dynamics(ref, [binary if bin_ else reward for _, _, bin_ in SETTINGS], beta)
+        return finals, run_sampled_grpo(ref, binary, beta, uniforms), jax.vmap(fixedpoint_margin)(b)
 
-    finals, sampled = _np(run(ref, reward, binary, jax.random.PRNGKey(SEED)))
-    parts = [_margin_part(fixedpoint_margin, "grpo.fixedpoint")]
-    for (adv, kl, bin_), (p_final, resid) in zip(SETTINGS, finals):
+    finals, sampled, margins = _np(run(ref, reward, binary, sampled_uniforms(), _batch()))
+    parts = [_margin_part(fixedpoint_margin, "grpo.fixedpoint", margins)]
+    for (adv, kl, bin_), p_final in zip(SETTINGS, finals):
         target = predicted(ref, binary if bin_ else reward, beta, adv, kl)
         err = float(np.max(np.abs(p_final - target)))
         parts.append((err <= 1e-8, f"{adv}+{kl}: exact dynamics -> closed form, err {err:.1e} (tol 1e-8)"))
@@ -349,12 +385,19 @@ def npg_path(inst: Instance, steps: int = PATH_STEPS):
     vel = lambda th: trainers.natural_direction(tabular.log_probs, th, jax.grad(objective)(th), inst.q)
     h = PATH_T / inst.beta / steps
 
+    # the classical RK4 stages k_s = vel(θ + a_s k_{s−1}), θ += h/6 Σ w_s k_s, as one inner scan
+    # (vel traced once); the sum is accumulated in the order k1 + 2 k2 + 2 k3 + k4.
+    offsets, weights = jnp.stack([0.0 * h, h / 2, h / 2, h]), jnp.array([1.0, 2.0, 2.0, 1.0])
+
     def rk4(th, _):
-        k1 = vel(th)
-        k2 = vel(th + h / 2 * k1)
-        k3 = vel(th + h / 2 * k2)
-        k4 = vel(th + h * k3)
-        th = th + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        def stage(carry, aw):
+            acc, k = carry
+            k = vel(th + aw[0] * k)
+            return (acc + aw[1] * k, k), None
+
+        zero = jnp.zeros_like(th)
+        (acc, _), _ = jax.lax.scan(stage, (zero, zero), jnp.stack([offsets, weights], -1))
+        th = th + h / 6 * acc
         return th, tabular.log_probs(th)
 
     _, logps = jax.lax.scan(rk4, log_pd, length=steps)
@@ -383,12 +426,15 @@ def path_margin(inst: Instance):
 
 @_x64
 def check_thm31_path() -> CheckResult:
-    b = take(_batch(), slice(0, 8))
-    out = _np(jit(jax.vmap(npg_path))(b))
+    @jit
+    def run(b):
+        return jax.vmap(npg_path)(take(b, slice(0, 8))), jax.vmap(path_margin)(b)
+
+    out, margins = _np(run(_batch()))
     le, fe, ms, gap = (float(np.max(out["logit_err"])), float(np.max(out["f_err"])), float(np.min(out["min_step"])),
                        float(np.max(np.abs(out["end_gap"]))))
     return _result([
-        _margin_part(path_margin, "thm31.path"),
+        _margin_part(path_margin, "thm31.path", margins),
         (le <= 1e-6, f"RK4 NPG flow ({PATH_STEPS} steps to t = {PATH_T:g}/beta, 8 instances) vs theta* + r tau(t): "
                      f"max logit err {le:.1e} (tol 1e-6)"),
         (fe <= 1e-6, f"L(theta(t)) - L* vs f(tau(t)): max err {fe:.1e} (tol 1e-6)"),
