@@ -12,8 +12,8 @@ from theory import catalogue
 from theory.catalogue import CheckResult, Claim
 
 THEORY_IDS = (
-    "softmax.fisher", "softmax.pg", "thm31.identity", "thm31.c1", "thm31.beta", "thm31.local",
-    "threshold.kl", "thm41.gibbs", "thm41.local", "thm41.argmax", "thm41.pinsker", "thm41.paper",
+    "softmax.fisher", "softmax.pg", "thm31.identity", "thm31.c1", "thm31.beta", "thm31.local", "thm31.robust",
+    "threshold.kl", "thm41.gibbs", "thm41.local", "thm41.argmax", "thm41.pinsker", "thm41.paper", "thm41.repaired",
     "pl.rate", "pl.displacement", "pl.degradation", "pl.duration", "pl.threshold",
     "spectral.kantorovich", "spectral.topk", "grpo.baseline", "grpo.onpolicy", "kl.k3",
     "kl.grad", "kl.token", "grpo.fixedpoint", "thm31.path",
@@ -26,6 +26,7 @@ LABELS = {
     **{i: "standard" for i in ("softmax.fisher", "softmax.pg", "grpo.baseline", "grpo.onpolicy", "kl.k3",
                                "kl.grad", "kl.token")},
     "grpo.fixedpoint": "extension", "thm31.path": "extension",
+    "thm31.robust": "extension", "thm41.repaired": "corrected",
 }
 
 
@@ -63,3 +64,24 @@ def test_theory_imports_neither_toy_models_nor_llm_check():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert not re.match(r"(toy_models|llm_check)\b", name), f"{path.name} imports {name}"
+
+
+def test_every_claim_says_what_it_proves():
+    assert set(catalogue.PROVED_FOR) == set(catalogue.IDS)
+    assert all(c.proved_for == catalogue.PROVED_FOR[c.id] for c in catalogue.CLAIMS)
+    any_size = [c.id for c in catalogue.CLAIMS if c.proved_for.startswith("any")]
+    assert len(any_size) >= 12, any_size
+
+
+def test_pl_threshold_is_sufficient_not_iff():
+    assert " iff " not in catalogue.claim("pl.threshold").title
+    readme = (Path(catalogue.__file__).parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `pl.threshold`"))
+    assert " iff " not in row
+
+
+def test_sampled_steps_are_reported_and_proved_inequalities_are_not_sampled():
+    assert catalogue.claim("thm41.pinsker").symbolic().sampled            # still sampled, and says so
+    for claim_id in ("thm31.c1", "thm41.gibbs", "kl.k3", "threshold.kl", "spectral.topk"):
+        result = catalogue.claim(claim_id).symbolic()
+        assert result.status == "pass" and result.sampled == (), (claim_id, result.sampled)

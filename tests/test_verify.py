@@ -39,7 +39,10 @@ def test_json_shape_and_only(fake_numeric, capsys):
     rows = json.loads(captured.out)
     assert rc == 0
     assert [r["id"] for r in rows] == CHEAP                       # catalogue order, not argument order
-    assert all(set(r) == {"id", "label", "symbolic", "numeric", "seconds", "detail"} for r in rows)
+    assert all(set(r) == {"id", "label", "symbolic", "numeric", "seconds", "detail", "proved_for", "sampled"}
+               for r in rows)
+    assert all(r["proved_for"] == catalogue.PROVED_FOR[r["id"]] for r in rows)
+    assert all(isinstance(r["sampled"], list) for r in rows)
     assert [(r["label"], r["symbolic"], r["numeric"]) for r in rows] == [
         ("reconstructed", "pass", "n/a"), ("reconstructed", "pass", "pass")]
     assert all(isinstance(r["seconds"], float) and r["seconds"] >= 0 for r in rows)
@@ -51,8 +54,9 @@ def test_json_shape_and_only(fake_numeric, capsys):
 def test_table_rows_and_summary(fake_numeric, capsys):
     assert verify.main(["--only", "pl.duration"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["ID", "label", "symbolic", "numeric", "seconds"]
+    assert lines[0].split() == ["ID", "label", "symbolic", "numeric", "seconds", "proved", "for"]
     assert lines[1].split()[:4] == ["pl.duration", "reconstructed", "pass", "pass"]
+    assert lines[1].endswith("any size +2 sampled")    # the proof scope at a glance
     assert lines[2].startswith("1 claims, 0 failed")
 
 

@@ -121,7 +121,7 @@ CLAIMS: tuple[Claim, ...] = (
     _claim("pl.degradation", "reconstructed", "L(theta_T) - L* <= L_s ell Delta_0/mu^2 (1 - e^{-mu T})^2",
            landscape.check_degradation),
     _claim("pl.duration", "reconstructed", "T* = (1/mu) ln(1 + mu^2/(lambda_w L_s ell))", landscape.check_duration),
-    _claim("pl.threshold", "reconstructed", "an RL step lowers L iff cos phi > L_s eta ||grad J||/(2 ||grad L||)",
+    _claim("pl.threshold", "reconstructed", "an RL step is guaranteed to lower L if cos phi > L_s eta ||grad J||/(2 ||grad L||) (sufficient)",
            landscape.check_threshold),
     _claim("spectral.kantorovich", "reconstructed", "cos(delta, H delta) >= 2 sqrt(kappa)/(1 + kappa)",
            landscape.check_kantorovich),

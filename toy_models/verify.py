@@ -11,7 +11,10 @@ columns run in parallel, so the rows add up to more than the wall time); then a 
 - Numeric column: ``toy_models.numeric_checks.NUMERIC_CHECKS[id]()`` when that module exists and
   has the ID, else ``n/a``. JAX float64 is switched on (in the process that runs them) first.
 - ``--json`` prints a JSON list (``id``, ``label``, ``symbolic``, ``numeric``, ``seconds``,
-  ``detail``) on stdout; the progress rows then go to stderr.
+  ``detail``, ``proved_for``, ``sampled``) on stdout; the progress rows then go to stderr.
+  ``proved_for`` says for which sizes the symbolic column proves the claim ("any n, any prompts",
+  "n = 2, 3, 1-2 prompts", "a class of functions, lemma skeleton"); ``sampled`` lists the symbolic
+  steps that are only checked at random points. The table's last column shows both at a glance.
 - ``--junit FILE`` writes JUnit XML (one testcase per claim), atomically.
 - Exit status: 0 iff nothing failed, 1 if any check failed (an exception inside a check is a
   failure with the exception in ``detail``), 2 on bad arguments (unknown ID: ``InputError``).
@@ -59,6 +62,8 @@ class Row:
     numeric: str
     seconds: float
     detail: str
+    proved_for: str = ""                 # what the symbolic column proves (theory.catalogue.PROVED_FOR)
+    sampled: tuple[str, ...] = ()        # symbolic steps only checked at random points
 
     @property
     def failed(self) -> bool:
@@ -150,11 +155,25 @@ def _serial(claims):
 
 def _row(claim: catalogue.Claim, sym: CheckResult, sym_s: float, num: CheckResult, num_s: float) -> Row:
     detail = f"symbolic: {sym.detail} | numeric: {num.detail}"
-    return Row(claim.id, claim.label, sym.status, num.status, round(sym_s + num_s, 3), detail)
+    return Row(claim.id, claim.label, sym.status, num.status, round(sym_s + num_s, 3), detail,
+               claim.proved_for, tuple(getattr(sym, "sampled", ())))
+
+
+def _scope(row: Row) -> str:
+    """The proof scope at a glance: "any n" (or any G / dimension) or "fixed", plus "+k sampled"."""
+    text = row.proved_for
+    glance = "any size" if text.startswith("any") or "class of functions" in text else "fixed"
+    if "any n" in text:
+        glance = "any n"
+    elif text.startswith("any dimension"):
+        glance = "any dim"
+    elif "class of functions" in text:
+        glance = "lemmas"
+    return glance + (f" +{len(row.sampled)} sampled" if row.sampled else "")
 
 
 def _format(row: Row) -> str:
-    return f"{row.id:22s} {row.label:14s} {row.symbolic:8s} {row.numeric:8s} {row.seconds:8.2f}"
+    return f"{row.id:22s} {row.label:14s} {row.symbolic:8s} {row.numeric:8s} {row.seconds:8.2f}  {_scope(row)}"
 
 
 def _junit(rows: list[Row], path: str, seconds: float) -> None:
@@ -200,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(claims) > 1 and "jax" not in sys.modules and "fork" in multiprocessing.get_all_start_methods():
         pool = concurrent.futures.ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("fork"))
     try:
-        print(f"{'ID':22s} {'label':14s} {'symbolic':8s} {'numeric':8s} {'seconds':>8s}", file=out, flush=True)
+        print(f"{'ID':22s} {'label':14s} {'symbolic':8s} {'numeric':8s} {'seconds':>8s}  proved for",
+              file=out, flush=True)
         rows = []
         for claim, (sym, sym_s), (num, num_s) in (_serial(claims) if pool is None else _pooled(claims, pool)):
             rows.append(_row(claim, sym, sym_s, num, num_s))
