@@ -52,9 +52,15 @@ def test_threshold_numeric_step_bites_on_a_too_small_threshold():
 
 def test_kantorovich_rejects_a_larger_bound():
     result = m.check_kantorovich(bound=lambda k: sp.sqrt(2 * sp.sqrt(k) / (1 + k)))
-    assert result.failed.name == "2-D: the minimum value is the claimed bound squared"
-    names = [s.name for s in result.steps if not s.ok]
-    assert "3-D: every direction" in names
+    names = {s.name for s in result.steps if not s.ok}
+    assert {"the claimed bound squared is 4 M m/(M + m)^2 with kappa = M/m",
+            "2-D: the minimum value is the claimed bound squared"} == names
+
+
+def test_kantorovich_is_proved_for_any_dimension_not_sampled():
+    result = m.check_kantorovich()
+    assert result.ok and not any(s.sampled for s in result.steps)
+    assert any(s.kind == "sum_equal" and s.name.startswith("any N") for s in result.steps)
 
 
 def test_topk_rejects_lambda_1_instead_of_lambda_k():

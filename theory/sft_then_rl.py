@@ -142,6 +142,32 @@ def check_c1(claimed: Callable = c1_rhs, configs=((2, 1), (3, 1), (4, 1), (2, 2)
     return d.verify("thm31.c1", steps, simplices=simplices)
 
 
+def _monotone_any_n() -> list:
+    dd, rr = g.expert, g.rew
+    D = g.per_prompt(dd)
+    z = sums.vsum(lambda j: dd[g.x, j] * sp.exp(t * rr[g.x, j]), g.n)
+    w = lambda i: dd[g.x, i] * sp.exp(t * rr[g.x, i]) / z  # noqa: E731  the tilted distribution
+    f = sp.log(z) - t * expectation(D, g.per_prompt(rr))
+    tilted_mean = sums.vsum(lambda i: w(i) * rr[g.x, i], g.n)
+    tilted_var = sums.vsum(lambda i: w(i) * (rr[g.x, i] - tilted_mean) ** 2, g.n)
+    kw = dict(facts=g.FACTS, sizes=(g.n,), probs=g.PROBS)
+    return [
+        d.sum_equal("any n: f is C1 at t = 1/beta", f.subs(t, 1 / beta), c1_rhs(D, g.per_prompt(rr), beta),
+                    "definition", **kw),
+        d.sum_equal("any n: f'(t) = E_tilt r - E_D r", sp.diff(f, t),
+                    tilted_mean - expectation(D, g.per_prompt(rr)), "derivative of log Z", **kw),
+        d.sum_equal("any n: f'(0) = 0", sp.diff(f, t).subs(t, 0), 0, "the tilt at t = 0 is p_D; sum p_D = 1", **kw),
+        d.sum_equal("any n: f''(t) = Var_tilt(r)", sp.diff(f, t, 2), tilted_var,
+                    "derivative of the tilted mean; sum of the tilt = 1", **kw),
+        d.sum_nonnegative("any n: Var_tilt(r) >= 0, so f' is increasing and f'(t) >= f'(0) = 0 for t >= 0",
+                          tilted_var, "tilt weights > 0 times squares", **kw),
+        d.sum_equal("any n: dC1/dbeta = -f'(1/beta)/beta^2, which is <= 0",
+                    sp.diff(c1_rhs(D, g.per_prompt(rr), beta), beta),
+                    -(tilted_mean - expectation(D, g.per_prompt(rr))).subs(t, 1 / beta) / beta ** 2,
+                    "chain rule with t = 1/beta", **kw),
+    ]
+
+
 def check_beta(coefficients: tuple = (sp.Rational(1, 2), sp.Rational(1, 6)),
                small_beta: Callable = lambda gap, tt, mass: gap * tt + sp.log(mass)) -> d.Result:
     """C1(beta) decreases; = Var/(2 beta^2) + k3/(6 beta^3) + O(beta^-4); beta -> 0 form; NPG.
@@ -174,7 +200,10 @@ def check_beta(coefficients: tuple = (sp.Rational(1, 2), sp.Rational(1, 6)),
                           c1_rhs(pd2, r2, 1 / t),
                           a2 * variance(pd2, r2) * t ** 2 + a3 * third_cumulant(pd2, r2) * t ** 3,
                           t, 4, "cross-check of the moment-coordinate series"))
-    # Monotone in beta: f'(t) = E_tilt r - E r, f'(0) = 0, f''(t) = Var_tilt(r) >= 0.
+    # Monotone in beta, any n: f'(t) = E_tilt r - E r, f'(0) = 0, f''(t) = Var_tilt(r) >= 0 (a sum of
+    # squares), so f' >= 0 for t >= 0 and dC1/dbeta = -f'(1/beta)/beta^2 <= 0.
+    steps += _monotone_any_n()
+    # The same at n = 2, 3 in x-coordinates (cross-check of the normalizer).
     # Written with x_y = e^{t r_y} (positive symbols), d/dt = partial_t + sum_y r_y x_y partial_{x_y},
     # so every derivative stays rational in x.
     for n in (2, 3):
@@ -196,8 +225,6 @@ def check_beta(coefficients: tuple = (sp.Rational(1, 2), sp.Rational(1, 6)),
                              tilted_moment[1] - tilted_moment[0] ** 2, "derivative of the tilted mean"))
         steps.append(d.equal(f"n={n}: f'(0) = 0", (expectation(tilted, r) - expectation(pd, r)).subs(
             {x[i]: 1 for i in range(n)}), 0, "the tilt at t = 0 is p_D"))
-        steps.append(d.at_least(f"n={n}: C1 decreasing in beta", -sp.diff(c1_rhs(pd, r, beta), beta), 0,
-                                "dC1/dbeta = -f'(1/beta)/beta^2 and f' >= 0 since f'' >= 0, f'(0) = 0"))
     # Small beta, in gap coordinates r_y = r* - g_y: A = {1} and A = {1, 2}.
     gaps = positive_vector("g", 3)
     for label, gap_vec in (("A = {1}", (0, gaps[1], gaps[2])), ("A = {1,2} (tie)", (0, 0, gaps[2]))):

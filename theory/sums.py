@@ -227,9 +227,15 @@ def is_zero(expr, facts: Sequence[Fact] = (), depth: int = 0) -> bool:
     rebuilt = outside + sp.Add(*[sp.Sum(f, key) for key, f in groups.items() if f != 0])
     if rebuilt != reduced:
         outside, groups = _merged(reduce(rebuilt, facts))
-    if _expand(outside) != 0:
+    if _expand(outside) != 0 and not _rational_zero(outside):
         return False
-    return all(is_zero(summand, facts, depth + 1) for summand in groups.values())
+    return all(_rational_zero(f) if not f.has(sp.Sum) else is_zero(f, facts, depth + 1)
+               for f in groups.values())
+
+
+def _rational_zero(e) -> bool:
+    """A summand free of sums is 0 if it expands, or cancels as a rational function, to 0."""
+    return _expand(e) == 0 or sp.cancel(sp.together(e)) == 0
 
 
 def _entries_as_sums(expr):
