@@ -41,4 +41,10 @@ def test_argmax_rejects_the_full_reward_range_as_the_gap():
 
 def test_pinsker_rejects_a_too_small_constant():
     result = m.check_pinsker(bound=lambda spread, kl_value: spread * sp.sqrt(kl_value / 8))
-    assert result.failed.name == "n=2, 1 prompt: the claimed bound"
+    assert result.failed.name == "the claimed bound is Delta r sqrt(E KL / 2)"
+
+
+def test_pinsker_weaker_true_constant_fails_too_and_nothing_is_sampled():
+    result = m.check_pinsker(bound=lambda spread, kl_value: spread * sp.sqrt(kl_value))
+    assert result.failed.name == "the claimed bound is Delta r sqrt(E KL / 2)"
+    assert not any(s.sampled for s in m.check_pinsker().steps)

@@ -192,6 +192,75 @@ def check_argmax(bound: Callable = lambda gap, mass_off: gap * mass_off) -> d.Re
     return d.verify("thm41.argmax", steps, simplices=simplices)
 
 
+_HALF_RANGE_GAP = g.opaque_nonnegative("half_range_gap", lambda a: a)
+
+
+def _pinsker_proof(bound: Callable) -> list:
+    """|J(p) - J(p')| <= Delta r E TV (termwise), binary Pinsker (a derivative), the log-sum inequality
+    for any n (data processing onto S = {p > p'} = responses 1..k), then Jensen over prompts."""
+    k = sp.Symbol("k", integer=True, positive=True)
+    i = sp.Dummy("i", integer=True, positive=True)
+    P, Q, rr = g.pol, g.sft, g.rew
+    kw = dict(facts=g.FACTS, sizes=(*g.SIZES, k), probs=g.PROBS)
+    cc = sp.Symbol("c", real=True)
+    # 1. Shift by a constant, then the termwise bound |r - c| <= Delta r / 2 at the midpoint c.
+    steps = [
+        d.sum_equal("any n, any prompts: J(p) - J(p') = E_x sum (p - p')(r - c)",
+                    g.E_x(sums.vsum(lambda j: (P[g.x, j] - Q[g.x, j]) * rr[g.x, j], g.n)),
+                    g.E_x(sums.vsum(lambda j: (P[g.x, j] - Q[g.x, j]) * (rr[g.x, j] - cc), g.n)),
+                    "sum p = sum p' = 1", **kw),
+        d.sum_nonnegative("any n: Delta r TV - |sum (p - p')(r - c)| >= sum |p - p'| (Delta r/2 - |r - c|) >= 0",
+                          sums.vsum(lambda j: sp.Abs(P[g.x, j] - Q[g.x, j]) * _HALF_RANGE_GAP(rr[g.x, j] ** 2), g.n),
+                          "triangle inequality; |r - c| <= Delta r/2 at c = (max r + min r)/2", sample=False, **kw),
+    ]
+    # 2. Binary Pinsker: F(q) = kl2(a || q) - 2 (a - q)^2 has F(a) = 0 and F'(q) = (q - a) g'(q), with
+    #    g'(q) = 1/(q(1 - q)) - 4 = (1 - 2q)^2/(q(1 - q)) >= 0: F decreases then increases, so F >= 0.
+    a_, q_, u_ = sp.Symbol("a", positive=True), sp.Symbol("q", positive=True), sp.Symbol("u", positive=True)
+    kl2 = a_ * sp.log(a_ / q_) + (1 - a_) * sp.log((1 - a_) / (1 - q_))
+    F = kl2 - 2 * (a_ - q_) ** 2
+    gprime = 1 / (q_ * (1 - q_)) - 4
+    steps += [
+        d.equal("binary Pinsker: F(a) = 0", F.subs(q_, a_), 0, "F(q) = kl2(a || q) - 2 (a - q)^2"),
+        d.equal("binary Pinsker: F'(q) = (q - a) (1/(q(1 - q)) - 4)", sp.diff(F, q_), (q_ - a_) * gprime,
+                "differentiate"),
+        d.equal("binary Pinsker: 1/(q(1 - q)) - 4 = (1 - 2q)^2/(q(1 - q))", gprime,
+                (1 - 2 * q_) ** 2 / (q_ * (1 - q_)), "g' of g(q) = log(q/(1 - q)) - 4q"),
+        d.equal("binary Pinsker: at q = u/(1 + u) (u > 0 covers (0, 1)) it is (1 - u)^2/u",
+                ((1 - 2 * q_) ** 2 / (q_ * (1 - q_))).subs(q_, u_ / (1 + u_)), (1 - u_) ** 2 / u_, "algebra"),
+        d.sum_nonnegative("binary Pinsker: (1 - u)^2/u >= 0",
+                          (1 - u_) ** 2 / u_, "so F' has the sign of q - a and F >= F(a) = 0: kl2 >= 2 (a - q)^2"),
+    ]
+    # 3. Log-sum inequality on S = 1..k (and its complement): sum_S p log(p/p') >= p(S) log(p(S)/p'(S)).
+    j = sp.Dummy("j", integer=True, positive=True)
+    pS, qS = sp.Sum(P[g.x, j], (j, 1, k)), sp.Sum(Q[g.x, j], (j, 1, k))
+    lhs = sp.Sum(P[g.x, i] * sp.log(P[g.x, i] / Q[g.x, i]), (i, 1, k)) - pS * sp.log(pS / qS)
+    cond = sp.Sum(P[g.x, i] * g.h((Q[g.x, i] / qS) / (P[g.x, i] / pS)), (i, 1, k))
+    steps += [
+        d.sum_equal("any n: sum_S p log(p/p') - p(S) log(p(S)/p'(S)) = sum_S p h((p'/p'(S))/(p/p(S)))", lhs, cond,
+                    "p(S) KL(p|S || p'|S) written through h; both conditionals sum to 1", **kw),
+        d.sum_nonnegative("any n: so the log-sum inequality holds (data processing onto {S, not S})",
+                          sp.Sum(P[g.x, i] * g._NONNEG((Q[g.x, i] / qS) / (P[g.x, i] / pS)), (i, 1, k)),
+                          "p > 0, h >= 0", **kw),
+        *g.h_nonnegative("log-sum"),
+    ]
+    # 4. With S = {p > p'}: TV = p(S) - p'(S), so KL >= kl2(p(S) || p'(S)) >= 2 TV^2; Jensen over prompts.
+    tv = sp.IndexedBase("TV", nonnegative=True)
+    mean_tv = sums.vsum(lambda j: g.qw[j] * tv[j], g.m)
+    steps += [
+        d.sum_equal("any prompts: E_x TV^2 - (E_x TV)^2 = E_x (TV - E_x TV)^2", sp.Sum(g.qw[g.x] * tv[g.x] ** 2, (g.x, 1, g.m))
+                    - mean_tv ** 2, sp.Sum(g.qw[g.x] * (tv[g.x] - mean_tv) ** 2, (g.x, 1, g.m)),
+                    "sum q = 1", facts=g.FACTS, sizes=(g.m,), probs=g.PROBS),
+        d.sum_nonnegative("any prompts: so (E_x TV)^2 <= E_x TV^2 <= E_x KL/2",
+                          sp.Sum(g.qw[g.x] * (tv[g.x] - mean_tv) ** 2, (g.x, 1, g.m)), "q > 0 times squares",
+                          facts=g.FACTS, sizes=(g.m,), probs=g.PROBS),
+        d.equal("the claimed bound is Delta r sqrt(E KL / 2)", bound(sp.Symbol("Delta_r", positive=True),
+                                                                    sp.Symbol("K", positive=True)),
+                sp.Symbol("Delta_r", positive=True) * sp.sqrt(sp.Symbol("K", positive=True) / 2),
+                "the chain above: Delta r E TV <= Delta r sqrt(E_x TV^2) <= Delta r sqrt(E KL/2) (pins the 1/2)"),
+    ]
+    return steps
+
+
 def check_pinsker(bound: Callable = lambda spread, kl_value: spread * sp.sqrt(kl_value / 2)) -> d.Result:
     """|J(p) - J(p')| <= Delta r E_x TV <= Delta r sqrt(E_x KL/2); ``bound(Delta r, E KL)`` is the claim."""
     steps, simplices = [], []
@@ -214,10 +283,5 @@ def check_pinsker(bound: Callable = lambda spread, kl_value: spread * sp.sqrt(kl
         label = f"n={n}, {prompts} prompt{'s' * (prompts > 1)}"
         steps.append(d.equal(f"{label}: J(p) - J(p') = E_x sum (p - p')(r - c)", weighted(weights, diff),
                              weighted(weights, shifted), "sum_y (p - p')(y) = 0, any constant c"))
-        steps.append(d.at_least(f"{label}: |J(p) - J(p')| <= Delta r E_x TV", spread * weighted(weights, tvs),
-                                sp.Abs(weighted(weights, diff)), "c = (max r + min r)/2, |r - c| <= Delta r/2"))
-        steps.append(d.at_least(f"{label}: E_x TV <= sqrt(E_x KL/2)", sp.sqrt(weighted(weights, kls) / 2),
-                                weighted(weights, tvs), "Pinsker per prompt, then Jensen (sqrt is concave)"))
-        steps.append(d.at_least(f"{label}: the claimed bound", bound(spread, weighted(weights, kls)),
-                                sp.Abs(weighted(weights, diff)), "the claim itself at random instances"))
+    steps += _pinsker_proof(bound)
     return d.verify("thm41.pinsker", steps, simplices=simplices)
