@@ -55,9 +55,30 @@ def _baseline(r, g_size: int, kind: str) -> Callable:
     return advantage
 
 
+def _baseline_any_g(factor: Callable) -> list:
+    """Any n, any G. With s_i = grad log p(y_i) (score) and independent samples:
+    E[r_i s_i] = grad J, E[r_j s_i] = E[r_j] E[s_i] = J * S for j != i, and S = E[s] = 0 for any n."""
+    G_, i = sp.Symbol("G", integer=True, positive=True), sp.Dummy("i", integer=True, positive=True)
+    pp, w = sp.IndexedBase("p", positive=True), sp.Symbol("w", integer=True, positive=True)
+    score_mean = sums.vsum(lambda y: pp[y] * (sp.KroneckerDelta(y, w) - pp[w]), g.n)
+    gJ, J_, S_ = sp.Symbol("grad_J", real=True), sp.Symbol("J", real=True), sp.Symbol("S", real=True)
+    # E[(r_i - mean_j r_j) s_i]: the self term r_i s_i/G and G - 1 cross terms r_j s_i/G.
+    mean_baseline = sp.Sum(gJ - (gJ + (G_ - 1) * J_ * S_) / G_, (i, 1, G_)) / G_
+    loo_baseline = sp.Sum(gJ - (G_ - 1) * J_ * S_ / (G_ - 1), (i, 1, G_)) / G_
+    return [
+        d.sum_equal("any n: the score has mean 0, S = sum_y p_y (delta_yw - p_w) = 0", score_mean, 0,
+                    "grad log softmax_y = e_y - p; sum p = 1",
+                    facts=(sums.sums_to_one(pp, g.n),), sizes=(g.n, w), probs=(pp,)),
+        d.sum_equal("any G: group-mean baseline gives factor(G) grad J", mean_baseline.subs(S_, 0),
+                    factor(G_) * gJ, "the sample's own reward sits in its baseline with weight 1/G", sizes=(G_,)),
+        d.sum_equal("any G: leave-one-out baseline is unbiased", loo_baseline.subs(S_, 0), gJ,
+                    "the baseline is independent of y_i", sizes=(G_,)),
+    ]
+
+
 def check_baseline(factor: Callable = lambda g: 1 - sp.Integer(1) / g) -> d.Result:
     """E[sum_i (r_i - mean r) grad log p(y_i)]/G = factor(G) grad J; RLOO is unbiased; std biases."""
-    steps, simplices = [], []
+    steps, simplices = _baseline_any_g(factor), []
     for n, g_size in ((2, 2), (3, 2), (2, 3), (3, 3)):
         p, r = prob_vector("p", n), real_vector("r", n)
         simplices.append(p)

@@ -311,7 +311,21 @@ def check_local(half=sp.Rational(1, 2)) -> d.Result:
         simplices += [pd, p]
         steps.append(d.equal(f"n={n}: L(theta) - L* = KL(p_D || p_theta)", sft_loss(pd, p) - sft_loss(pd, pd),
                              kl(pd, p), "so every RL procedure leaves L >= L*"))
-        steps.append(d.at_least(f"n={n}: KL(p_D || p_theta) >= 0", kl(pd, p), 0, "Gibbs' inequality"))
+    # Any n: m2 - m1^2 = d^T F d, and L(theta) - L* = KL(p_D || p_theta) >= 0 (so L >= L* always).
+    from theory.softmax import fisher_entry
+    dd, v = g.expert, g.vec
+    D = g.per_prompt(dd)
+    quad = sums.vsum(lambda i: sums.vsum(lambda j: v[g.x, i] * fisher_entry(lambda a: dd[g.x, a], i, j)
+                                         * v[g.x, j], g.n), g.n)
+    kw = dict(facts=g.FACTS, sizes=g.SIZES, probs=g.PROBS)
+    steps += [
+        d.sum_equal("any n, any prompts: m2 - m1^2 = d^T F d", g.E_x(sums.vsum(lambda i: dd[g.x, i] * v[g.x, i] ** 2, g.n)
+                    - sums.vsum(lambda i: dd[g.x, i] * v[g.x, i], g.n) ** 2), g.E_x(quad), "softmax.fisher", **kw),
+        d.sum_equal("any n, any prompts: L(theta) - L* = E_x KL(p_D || p_theta)",
+                    g.E_x(sft_loss(D, g.per_prompt(g.pol)) - sft_loss(D, D)), g.E_x(kl(D, g.per_prompt(g.pol))),
+                    "L = E_x[H(p_D) + KL]", **kw),
+        *g.kl_nonnegative(D, g.per_prompt(g.pol), "L >= L* for every theta"),
+    ]
     return d.verify("thm31.local", steps, simplices=list(dict.fromkeys(map(tuple, simplices))),
                     ranges={m1: (-1, 1), m2: (0, 2)})
 
