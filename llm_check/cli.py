@@ -70,24 +70,36 @@ def _defaults():
 def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> None:
     """The settings of one run (``run`` and ``sweep`` share them)."""
     _add_common(p, single_eps)
+    p.add_argument("--sampled-eval", action=argparse.BooleanOptionalAction, default=None,
+                   help="sample completions at each evaluation for the strict/robust/format "
+                   "rewards and the KL (default: on for run, off for sweep, which needs only the "
+                   "exact quantities)")
     p.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,fsdp=4")
     p.add_argument("--dtype", default=d.dtype, help="compute dtype: float32 (CPU) or bfloat16 "
                    "(GPU/TPU, float32 master weights)")
     p.add_argument("--base-steps", type=int, default=None,
                    help=f"format pre-training steps (default {d.base_steps} for tiny, 0 for PATH)")
     p.add_argument("--base-p-correct", type=float, default=d.base_p_correct)
-    p.add_argument("--base-lr", type=float, default=d.base_optim.lr)
     p.add_argument("--init-std", type=float, default=d.init_std)
     p.add_argument("--sft-steps", type=int, default=d.sft_steps)
     p.add_argument("--sft-batch", type=int, default=d.sft_batch)
     p.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    p.add_argument("--sft-lr", type=float, default=d.sft_optim.lr)
-    p.add_argument("--sft-schedule", default=d.sft_optim.schedule, help="constant | cosine")
-    p.add_argument("--warmup-steps", type=int, default=d.sft_optim.warmup_steps)
-    p.add_argument("--weight-decay", type=float, default=d.sft_optim.weight_decay)
-    p.add_argument("--clip-norm", type=float, default=d.sft_optim.clip_norm)
     p.add_argument("--rl-steps", type=int, default=d.rl_steps)
-    p.add_argument("--rl-lr", type=float, default=d.rl_optim.lr)
+    for stage in ("base", "sft", "rl"):  # one AdamW per stage, every field its own flag
+        o = getattr(d, f"{stage}_optim")
+        p.add_argument(f"--{stage}-lr", type=float, default=o.lr, help=f"{stage}: peak learning rate")
+        p.add_argument(f"--{stage}-schedule", default=o.schedule, help=f"{stage}: constant | cosine")
+        p.add_argument(f"--{stage}-final-lr-frac", type=float, default=o.final_lr_frac,
+                       help=f"{stage}: cosine decays to lr times this")
+        p.add_argument(f"--{stage}-warmup-steps", type=int, default=o.warmup_steps)
+        p.add_argument(f"--{stage}-weight-decay", type=float, default=o.weight_decay)
+        p.add_argument(f"--{stage}-clip-norm", type=float, default=o.clip_norm,
+                       help=f"{stage}: global-norm gradient clipping")
+        p.add_argument(f"--{stage}-adam-b1", type=float, default=o.b1)
+        p.add_argument(f"--{stage}-adam-b2", type=float, default=o.b2)
+    for name in ("warmup-steps", "weight-decay", "clip-norm"):  # deprecated: set all three stages
+        p.add_argument(f"--{name}", type=float, default=None,
+                       help=f"deprecated: sets --base-{name}, --sft-{name} and --rl-{name} alike")
     p.add_argument("--beta", type=float, default=d.grpo.beta, help="KL weight")
     p.add_argument("--group-size", type=int, default=d.grpo.group_size)
     p.add_argument("--prompts-per-step", type=int, default=d.grpo.prompts_per_step)
@@ -169,17 +181,28 @@ def config_from_args(a) -> RunConfig:
         clip_eps_high=a.clip_eps if a.clip_eps_high is None else a.clip_eps_high,
         inner_iters=a.inner_iters, std_ddof=a.std_ddof, std_eps=a.std_eps,
         max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p), **flags)
-    opt = dict(warmup_steps=a.warmup_steps, weight_decay=a.weight_decay, clip_norm=a.clip_norm)
+    def optim(stage: str, steps: int) -> OptimConfig:
+        kw = {f: getattr(a, f"{stage}_{f}") for f in ("lr", "schedule", "final_lr_frac",
+                                                      "warmup_steps", "weight_decay", "clip_norm")}
+        for f in ("warmup_steps", "weight_decay", "clip_norm"):
+            if getattr(a, f) is not None:  # the deprecated shared flag
+                print(f"coupling llm: --{f.replace('_', '-')} is deprecated; use "
+                      f"--{{base,sft,rl}}-{f.replace('_', '-')}", file=sys.stderr)
+                kw[f] = int(getattr(a, f)) if f == "warmup_steps" else getattr(a, f)
+        return OptimConfig(total_steps=max(steps, 1), b1=getattr(a, f"{stage}_adam_b1"),
+                           b2=getattr(a, f"{stage}_adam_b2"), **kw)
+
     cfg = RunConfig(
         model=a.model, task=a.task, order=getattr(a, "order", d.order), seeds=_seeds(a.seeds),
         eps=getattr(a, "eps", d.eps),
         max_operand=a.max_operand, n_train=a.n_train, n_heldout=a.n_heldout,
         eval_rows=a.eval_rows, eval_samples=a.eval_samples, base_steps=base_steps,
+        sampled_eval=a.sampled_eval if a.sampled_eval is not None else a.cmd != "sweep",
         base_p_correct=a.base_p_correct, init_std=a.init_std,
-        base_optim=OptimConfig(lr=a.base_lr, total_steps=max(base_steps, 1), **opt),
+        base_optim=optim("base", base_steps),
         sft_steps=a.sft_steps, sft_batch=a.sft_batch, grad_accum=a.grad_accum,
-        sft_optim=OptimConfig(lr=a.sft_lr, schedule=a.sft_schedule, total_steps=a.sft_steps, **opt),
-        rl_steps=a.rl_steps, rl_optim=OptimConfig(lr=a.rl_lr, total_steps=a.rl_steps, **opt),
+        sft_optim=optim("sft", a.sft_steps),
+        rl_steps=a.rl_steps, rl_optim=optim("rl", a.rl_steps),
         grpo=grpo, eval_every=a.eval_every, ckpt_every=a.ckpt_every, chunk_size=a.chunk_size,
         local_theory=not a.no_local_theory, local_steps=a.local_steps, mesh=a.mesh,
         dtype=a.dtype)

@@ -166,19 +166,23 @@ class RunConfig:
     heldout_fraction: float = 0.1
     eval_rows: int = 0  # 0 = every held-out row
     eval_samples: int = 8  # sampled completions per held-out prompt for the rewards
+    sampled_eval: bool = True  # False: evaluations compute only the CE and the exact quantities
     base_steps: int = 100
     base_p_correct: float = 0.5
     init_std: float = 0.1  # tiny model only: random init std (0.02 leaves it on a long plateau)
     base_optim: OptimConfig = OptimConfig(lr=3e-3, total_steps=100)
-    sft_steps: int = 150
+    sft_steps: int = 400
     sft_batch: int = 32
     grad_accum: int = 1
-    sft_optim: OptimConfig = OptimConfig(lr=3e-3, schedule="cosine", total_steps=150)
-    rl_steps: int = 50
-    rl_optim: OptimConfig = OptimConfig(lr=2e-3, total_steps=50)
+    sft_optim: OptimConfig = OptimConfig(lr=3e-3, schedule="cosine", total_steps=400)
+    rl_steps: int = 200
+    # cosine to 0 averages the sampling noise out at the end; global-norm clipping is off in
+    # effect (100), since clipping the rare large updates biases the estimator (docs/log.md)
+    rl_optim: OptimConfig = OptimConfig(lr=3e-3, schedule="cosine", final_lr_frac=0.0,
+                                        clip_norm=100.0, total_steps=200)
     grpo: GRPOConfig = GRPOConfig()
-    eval_every: int = 25
-    ckpt_every: int = 25
+    eval_every: int = 50
+    ckpt_every: int = 50
     chunk_size: int = 64
     local_theory: bool = True
     local_steps: int = 10  # local theory on RL steps 1..N and every eval step; -1 = every step
