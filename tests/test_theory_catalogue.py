@@ -81,7 +81,9 @@ def test_pl_threshold_is_sufficient_not_iff():
 
 
 def test_sampled_steps_are_reported_and_proved_inequalities_are_not_sampled():
-    assert catalogue.claim("thm41.pinsker").symbolic().sampled            # still sampled, and says so
-    for claim_id in ("thm31.c1", "thm41.gibbs", "kl.k3", "threshold.kl", "spectral.topk"):
+    assert catalogue.claim("pl.displacement").symbolic().sampled          # still sampled, and says so
+    # docs/theory.md §8: the inequalities with a short proof are proved, none of their steps sampled.
+    for claim_id in ("thm31.c1", "thm31.beta", "thm31.local", "thm41.gibbs", "kl.k3", "threshold.kl",
+                     "spectral.kantorovich", "spectral.topk", "thm41.pinsker", "thm41.argmax"):
         result = catalogue.claim(claim_id).symbolic()
         assert result.status == "pass" and result.sampled == (), (claim_id, result.sampled)
