@@ -54,6 +54,8 @@ def _add_common(p: argparse.ArgumentParser, single_eps: bool = True) -> None:
     p.add_argument("--max-operand", type=int, default=d.max_operand)
     p.add_argument("--n-train", type=int, default=d.n_train)
     p.add_argument("--n-heldout", type=int, default=d.n_heldout)
+    p.add_argument("--heldout-fraction", type=float, default=d.heldout_fraction,
+                   help="CoLA/JSONL tasks without a dev split: the share of rows held out")
     p.add_argument("--eval-rows", type=int, default=d.eval_rows, help="0 = all held-out rows")
     p.add_argument("--eval-samples", type=int, default=d.eval_samples)
     p.add_argument("--max-new-tokens", type=int, default=d.grpo.max_new_tokens)
@@ -128,7 +130,37 @@ def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> No
                    help="skip the per-step second-order prediction (an HVP per RL step)")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _config_defaults(cfg) -> dict:
+    """The argument defaults that make ``config_from_args`` return ``cfg`` (``--config FILE``)."""
+    from llm_check.run_config import SETTINGS
+
+    g = cfg.grpo
+    out = {k: getattr(cfg, k) for k in (
+        "model", "task", "order", "eps", "max_operand", "n_train", "n_heldout", "heldout_fraction",
+        "eval_rows", "eval_samples", "sampled_eval", "mesh", "dtype", "base_steps",
+        "base_p_correct", "init_std", "sft_steps", "sft_batch", "grad_accum", "rl_steps",
+        "eval_every", "ckpt_every", "chunk_size", "local_steps")}
+    out.update(seeds=",".join(str(s) for s in cfg.seeds) + ("," if len(cfg.seeds) == 1 else ""),
+               no_local_theory=not cfg.local_theory, beta=g.beta, group_size=g.group_size,
+               prompts_per_step=g.prompts_per_step, clip_eps=g.clip_eps_low,
+               clip_eps_high=g.clip_eps_high, inner_iters=g.inner_iters, std_ddof=g.std_ddof,
+               std_eps=g.std_eps, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+               top_p=g.top_p)
+    if g.setting in SETTINGS:
+        out["setting"] = g.setting
+    else:
+        out.update({k: getattr(g, k) for k in SETTINGS["exact"]})
+    for stage in ("base", "sft", "rl"):
+        o = getattr(cfg, f"{stage}_optim")
+        out.update({f"{stage}_{f}": getattr(o, f) for f in (
+            "lr", "schedule", "final_lr_frac", "warmup_steps", "weight_decay", "clip_norm")})
+        out[f"{stage}_adam_b1"], out[f"{stage}_adam_b2"] = o.b1, o.b2
+    return out
+
+
+def _parser(config=None) -> argparse.ArgumentParser:
+    """The ``coupling llm`` parser; with ``config`` (a RunConfig) the run and sweep defaults are
+    its settings, so only the flags given on the command line change it."""
     ap = argparse.ArgumentParser(prog="coupling llm", description="Qwen3 SFT/GRPO confirmation runs")
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = _defaults()
@@ -139,6 +171,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="output folder (default: llm_runs/<time>)")
     run.add_argument("--seeds", default=str(len(d.seeds)), help="a count (3) or a list (0,5,7)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run.add_argument("--config", default=None, help="start from this run config (a run's "
+                     "config.json, or TOML with the same fields); flags given here override it")
 
     sw = sub.add_parser("sweep", help="both couplings over a beta x eps grid, measured against "
                       "theory's predicted sizes (sweep.json, sweep.md, sweep.png)")
@@ -150,6 +184,12 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--seeds", default="3", help="a count (3) or a list (0,5,7)")
     sw.add_argument("--out", default=None, help="output folder (default: llm_runs/sweep-<time>)")
     sw.add_argument("--resume", action="store_true", help="skip the runs --out already holds")
+    sw.add_argument("--config", default=None, help="the run settings shared by every run of the "
+                    "sweep (config.json or TOML); flags given here override them")
+    if config is not None:
+        defaults = _config_defaults(config)
+        run.set_defaults(**defaults)
+        sw.set_defaults(**{k: v for k, v in defaults.items() if k != "eps"})
 
     ev = sub.add_parser("eval", help="held-out SFT loss and rewards of a checkpoint")
     _add_common(ev)
@@ -196,6 +236,7 @@ def config_from_args(a) -> RunConfig:
         model=a.model, task=a.task, order=getattr(a, "order", d.order), seeds=_seeds(a.seeds),
         eps=getattr(a, "eps", d.eps),
         max_operand=a.max_operand, n_train=a.n_train, n_heldout=a.n_heldout,
+        heldout_fraction=a.heldout_fraction,
         eval_rows=a.eval_rows, eval_samples=a.eval_samples, base_steps=base_steps,
         sampled_eval=a.sampled_eval if a.sampled_eval is not None else a.cmd != "sweep",
         base_p_correct=a.base_p_correct, init_std=a.init_std,
@@ -296,7 +337,15 @@ def _cmd_sweep_grid(a) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = _parser().parse_args(argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    config = None
+    if known.config is not None:
+        from llm_check.run_config import load_run_config
+
+        config = load_run_config(known.config)
+    a = _parser(config).parse_args(argv)
     if a.cmd == "run":
         return _cmd_run(a)
     if a.cmd == "eval":

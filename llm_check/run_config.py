@@ -226,3 +226,67 @@ class RunConfig:
     def known_eps(self) -> float | None:
         """The expert's error rate when the task has a known one (the built-in task), else None."""
         return self.eps if self.task == "builtin" else None
+
+
+def _from_dict(cls, data, where: str):
+    """``cls`` (a frozen settings dataclass) from a JSON/TOML mapping, every value type-checked."""
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a table of settings, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InputError(f"{where}: unknown setting {unknown[0]!r}")
+    kw = {}
+    for name, value in data.items():
+        default = fields[name].default
+        here = f"{where}: setting {name}"
+        if dataclasses.is_dataclass(default):
+            kw[name] = _from_dict(type(default), value, here)
+        elif name == "seeds":
+            if not isinstance(value, list) or not all(type(x) is int for x in value):
+                raise InputError(f"{here}: expected a list of integers, got {value!r}")
+            kw[name] = tuple(value)
+        elif default is None or isinstance(default, str):  # str, or str | None
+            if not (isinstance(value, str) or (default is None and value is None)):
+                raise InputError(f"{here}: expected a string, got {value!r}")
+            kw[name] = value
+        elif isinstance(default, bool):
+            if type(value) is not bool:
+                raise InputError(f"{here}: expected true or false, got {value!r}")
+            kw[name] = value
+        elif isinstance(default, int):
+            if type(value) is not int:
+                raise InputError(f"{here}: expected an integer, got {value!r}")
+            kw[name] = value
+        else:  # float
+            if type(value) not in (int, float):
+                raise InputError(f"{here}: expected a number, got {value!r}")
+            kw[name] = float(value)
+    return cls(**kw)
+
+
+def load_run_config(path: str) -> RunConfig:
+    """A RunConfig from a run's ``config.json`` or a TOML file of the same fields (missing fields
+    keep their defaults); validated."""
+    import json
+    import os
+    import tomllib
+
+    if not os.path.isfile(path):
+        raise InputError(f"--config {path}: no such file")
+    try:
+        if path.endswith(".toml"):
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        else:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"--config {path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'}"
+                         f" ({str(e).splitlines()[0]})") from None
+    cfg = _from_dict(RunConfig, data, path)
+    # each optimizer's schedule length is its stage's step count (as the command line sets it)
+    cfg = dataclasses.replace(cfg, **{f"{st}_optim": dataclasses.replace(
+        getattr(cfg, f"{st}_optim"), total_steps=max(getattr(cfg, f"{st}_steps"), 1))
+        for st in ("base", "sft", "rl")})
+    return cfg.validate()

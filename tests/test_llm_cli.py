@@ -90,3 +90,32 @@ def test_named_settings_and_single_flags_over_them():
     mixed = parse("--setting", "paper", "--no-std-normalize", "--kl-estimator", "k2")
     assert (mixed.kl_estimator, mixed.std_normalize, mixed.baseline, mixed.setting) == (
         "k2", False, "mean", "custom")
+
+
+def test_config_files_and_flags_over_them(tmp_path, capsys):
+    import json
+
+    from llm_check.run_config import RunConfig, load_run_config
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('eps = 0.1\nseeds = [3, 4]\n[grpo]\nbeta = 0.25\nkl_mode = "loss"\n'
+                    'kl_estimator = "k2"\n[rl_optim]\nlr = 1e-3\n')
+    cfg = load_run_config(str(toml))
+    assert (cfg.eps, cfg.seeds, cfg.grpo.beta, cfg.grpo.kl_estimator, cfg.rl_optim.lr) == (
+        0.1, (3, 4), 0.25, "k2", 1e-3)
+    assert cfg.rl_optim.total_steps == cfg.rl_steps and cfg.sft_steps == RunConfig().sft_steps
+    again = config_from_args(_parser(cfg).parse_args(["run", "--beta", "1", "--seeds", "2"]))
+    assert again.grpo.beta == 1 and again.seeds == (0, 1) and again.grpo.kl_estimator == "k2"
+    for text, fragment in [('{"eps": 0.1, "nope": 1}', "unknown setting 'nope'"),
+                           ('{"grpo": {"beta": "big"}}', "setting beta: expected a number"),
+                           ('{"seeds": 3}', "setting seeds: expected a list"),
+                           ('{"grpo": {"beta": -1}}', "setting beta=-1"),
+                           ("{not json", "not valid JSON")]:
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        out = tmp_path / "never"
+        assert main(["llm", "run", "--config", str(bad), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert fragment in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
+    assert json.loads(json.dumps(RunConfig().to_json()))["grpo"]["kl_mode"] == "reward"

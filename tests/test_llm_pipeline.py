@@ -215,3 +215,20 @@ def test_summary_measured_against_predicted_with_intervals(tmp_path):
     s = report.write_report(pipeline.RunConfig(seeds=(0, 1)), rows, str(tmp_path))
     assert not s["sft_then_rl"]["holds_in_all_seeds"] and not s["sft_then_rl"]["holds_ci95"]
     assert not s["rl_then_sft"]["holds_in_all_seeds"]
+
+
+def test_a_run_repeats_from_its_own_config(reference_run, tmp_path):
+    """``coupling llm run --config A/config.json --out B``: B's metrics.jsonl equals A's."""
+    import jax
+
+    from llm_check import cli
+
+    ref_out, _ = reference_run
+    out = str(tmp_path / "again")
+    with jax.enable_x64(False):
+        assert cli.main(["run", "--config", os.path.join(ref_out, "config.json"), "--out",
+                         out]) == 0
+    assert _rows(os.path.join(out, "metrics.jsonl")) == _rows(
+        os.path.join(ref_out, "metrics.jsonl"))
+    assert json.load(open(os.path.join(out, "config.json"))) == json.load(
+        open(os.path.join(ref_out, "config.json")))
