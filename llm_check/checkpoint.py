@@ -67,12 +67,20 @@ def load_checkpoint(path: str, templates: dict) -> tuple[dict, dict]:
     """Restore the pytrees named in ``templates`` (same structure, shapes and dtypes) and the meta."""
     meta_path = os.path.join(path, "meta.json")
     try:
-        with open(meta_path) as f:
+        with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
     except FileNotFoundError:
         raise InputError(f"{meta_path}: missing (not a checkpoint folder)") from None
     except json.JSONDecodeError as e:
-        raise InputError(f"{meta_path}: bad JSON ({e.msg})") from None
+        raise InputError(f"{meta_path}:{e.lineno}: bad JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{meta_path}: not UTF-8 text (byte {e.start})") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise InputError(f"{meta_path}: bad JSON ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise InputError(f"{meta_path}: bad JSON (nested too deeply)") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{meta_path}: expected a JSON object")
     out = {}
     for name, template in templates.items():
         file = os.path.join(path, f"{name}.safetensors")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import importlib.util
+import io
 import json
 import os
 import re
@@ -118,12 +119,35 @@ def _parse_label(value, where: str) -> int:
     return int(text)
 
 
+def _read_text(path: str) -> str:
+    """A file's text as UTF-8 (a leading byte-order mark dropped); bytes that are not UTF-8 and an
+    unreadable file are ``InputError``s naming the file and the line."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: not UTF-8 text (byte {e.start}: "
+                         f"{data[e.start:e.start + 1]!r})") from None
+
+
+def _lines(text: str) -> list[str]:
+    """Lines split at \\n, \\r\\n or \\r only (``str.splitlines`` also splits at U+2028 and
+    other characters a sentence may contain)."""
+    return [line.rstrip("\r\n") for line in io.StringIO(text, newline=None)]
+
+
 def load_glue_cola_tsv(path: str) -> list[tuple[str, int | None]]:
     """GLUE CoLA: ``train.tsv``/``dev.tsv`` (no header; source, label, author mark, sentence) or
     ``test.tsv`` (header ``index<TAB>sentence``; no labels, so the label is None)."""
     rows: list[tuple[str, int | None]] = []
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    lines = _lines(_read_text(path))
     if lines and lines[0].split("\t") == ["index", "sentence"]:
         for i, line in enumerate(lines[1:], start=2):
             parts = line.split("\t")
@@ -147,7 +171,10 @@ def _hf_row(row: dict, where: str) -> tuple[str, int]:
     for col in ("sentence", "label"):
         if col not in row or row[col] is None:
             raise InputError(f"{where}: missing column {col!r}")
-    return str(row["sentence"]), _parse_label(row["label"], where)
+    if not isinstance(row["sentence"], str):
+        raise InputError(f"{where}: column 'sentence' must be a string, got "
+                         f"{type(row['sentence']).__name__}")
+    return row["sentence"], _parse_label(row["label"], where)
 
 
 def load_hf_cola(path: str) -> list[tuple[str, int]]:
@@ -157,17 +184,23 @@ def load_hf_cola(path: str) -> list[tuple[str, int]]:
         for i, obj in _jsonl_objects(path):
             rows.append(_hf_row(obj, f"{path}:{i}"))
     elif path.endswith(".csv"):
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
+        reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+        try:
             for row in reader:
                 rows.append(_hf_row(row, f"{path}:{reader.line_num}"))
+        except csv.Error as e:
+            raise InputError(f"{path}:{reader.line_num}: bad CSV ({e})") from None
     elif path.endswith(".parquet"):
         if importlib.util.find_spec("pyarrow") is None:
             raise InputError(f"{path}: reading parquet needs pyarrow (pip install pyarrow), "
                              "or export the split as JSONL or CSV")
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path).to_pylist()
+        try:
+            table = pq.read_table(path).to_pylist()
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            raise InputError(f"{path}: not a readable parquet file "
+                             f"({(str(e).splitlines() or [type(e).__name__])[0]})") from None
         for i, row in enumerate(table):
             rows.append(_hf_row(row, f"{path}: row {i}"))
     else:
@@ -204,18 +237,25 @@ def load_cola(directory: str) -> TaskData:
 
 # --------------------------------------------------------------------------- generic JSONL
 
+def _json_line(line: str, where: str):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{where}: bad JSON ({e.msg}, column {e.colno})") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise InputError(f"{where}: bad JSON ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise InputError(f"{where}: bad JSON (nested too deeply)") from None
+
+
 def _jsonl_objects(path: str):
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{i}: bad JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{path}:{i}: expected a JSON object")
-            yield i, obj
+    for i, line in enumerate(_lines(_read_text(path)), start=1):
+        if not line.strip():
+            continue
+        obj = _json_line(line, f"{path}:{i}")
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}:{i}: expected a JSON object")
+        yield i, obj
 
 
 def load_jsonl(path: str) -> list[Example]:
@@ -279,7 +319,10 @@ def load_task(spec: str, *, seed: int, eps: float, n_train: int = 512, n_heldout
         return load_cola(arg)
     if kind == "jsonl" and arg:
         rows = load_jsonl(arg)
-        train, held = split_heldout(rows, heldout_fraction=heldout_fraction, seed=seed)
+        try:
+            train, held = split_heldout(rows, heldout_fraction=heldout_fraction, seed=seed)
+        except InputError as e:
+            raise InputError(f"{arg}: {e}") from None
         return TaskData(name="jsonl", train=train, heldout=held, answer_pattern=answers_pattern(rows))
     raise InputError(f"setting --task {spec!r}: unknown task (use builtin, cola:DIR or jsonl:FILE)")
 

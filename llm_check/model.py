@@ -14,6 +14,20 @@ Two paths share the same layers:
   preallocated cache at slot 0, decode writes one token at slot ``s``; every shape is static, so each
   is compiled once per (batch, cache length). ``sampling.py`` drives it.
 
+Options of the constructor (both default to what is fastest on CPU, docs/benchmarks.md):
+
+- ``attention``: ``"einsum"`` (the hand-written grouped einsum + float32 softmax below),
+  ``"dot_product"`` (``jax.nn.dot_product_attention`` with ``implementation=None``: JAX's choice,
+  which in jax 0.10 is always its XLA implementation) or ``"cudnn"`` (the same call with
+  ``implementation="cudnn"``: cuDNN fused flash attention, NVIDIA GPUs and bf16/fp16 compute only;
+  the boolean mask goes to cuDNN as a bias). All compute softmax in float32 with finite masking.
+- ``scan_layers``: the decoder layers' parameters are stacked on a leading axis of length
+  ``num_hidden_layers`` (``layers.self_attn.q_proj.kernel`` is [L, in, out]) and applied with one
+  ``jax.lax.scan``, so XLA compiles one layer instead of L. The KV cache is then one stacked
+  ``(k, v)`` pair [L, B, S, K, hd] instead of a list of L pairs. ``weights.py`` maps HF tensors to
+  either layout. Initialization draws the same random numbers in the same order either way, so a
+  scanned and an unrolled model made with the same ``Rngs`` hold the same weights.
+
 Numerics: RMSNorm, RoPE angles, softmax and logits in float32 whatever the compute dtype; master
 weights in ``param_dtype`` (float32) and cast to ``dtype`` (float32 or bfloat16) at use.
 Weights are stored (in, out) so that a layer computes ``x @ kernel``; HF stores (out, in), and
@@ -29,7 +43,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from llm_check.config import Qwen3Config
+from theory.errors import InputError
 
+ATTENTION = ("einsum", "dot_product", "cudnn")
 _MASKED = -1e30  # finite, so a fully masked row (a pad query) gives a uniform row, never NaN
 
 
@@ -70,7 +86,8 @@ def rope(x, positions, theta: float):
 
 
 class Attention(nnx.Module):
-    def __init__(self, cfg: Qwen3Config, *, rngs: nnx.Rngs, dtype, param_dtype, std: float):
+    def __init__(self, cfg: Qwen3Config, *, rngs: nnx.Rngs, dtype, param_dtype, std: float,
+                 attention: str = "einsum"):
         h, k, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
         lin = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype, std=std)
         self.q_proj = Linear(cfg.hidden_size, h * d, **lin)
@@ -81,6 +98,7 @@ class Attention(nnx.Module):
         self.k_norm = RMSNorm(d, cfg.rms_norm_eps, param_dtype=param_dtype)
         self.num_heads, self.num_kv_heads, self.head_dim = h, k, d
         self.rope_theta = cfg.rope_theta
+        self.attention = attention
 
     def __call__(self, x, positions, mask, cache=None, slot=0):
         """x [B, T, D]; mask bool [B, T, S] (query t may see key s). With ``cache = (k, v)``, each
@@ -95,6 +113,12 @@ class Attention(nnx.Module):
             k = jax.lax.dynamic_update_slice_in_dim(cache[0], k.astype(cache[0].dtype), slot, axis=1)
             v = jax.lax.dynamic_update_slice_in_dim(cache[1], v.astype(cache[1].dtype), slot, axis=1)
             cache = (k, v)
+        if self.attention != "einsum":
+            out = jax.nn.dot_product_attention(
+                q, k.astype(q.dtype), v.astype(q.dtype), mask=mask[:, None],
+                scale=self.head_dim ** -0.5,
+                implementation=None if self.attention == "dot_product" else "cudnn")
+            return self.o_proj(out.reshape(b, t, -1)), cache
         g = self.num_heads // self.num_kv_heads
         q = q.reshape(b, t, self.num_kv_heads, g, self.head_dim)  # head h = kv_head * g + group
         scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype),
@@ -119,10 +143,11 @@ class MLP(nnx.Module):
 
 
 class DecoderLayer(nnx.Module):
-    def __init__(self, cfg: Qwen3Config, *, rngs: nnx.Rngs, dtype, param_dtype, std: float):
+    def __init__(self, cfg: Qwen3Config, *, rngs: nnx.Rngs, dtype, param_dtype, std: float,
+                 attention: str = "einsum"):
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype, std=std)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=param_dtype)
-        self.self_attn = Attention(cfg, **kw)
+        self.self_attn = Attention(cfg, **kw, attention=attention)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps,
                                                 param_dtype=param_dtype)
         self.mlp = MLP(cfg, **kw)
@@ -142,6 +167,13 @@ def _layer_step(layer, x, positions, mask):
 _layer_step_remat = nnx.remat(_layer_step)
 
 
+def stack_layers(layers) -> DecoderLayer:
+    """One ``DecoderLayer`` whose every variable is the stack (axis 0) of ``layers``' variables."""
+    graphdef = nnx.graphdef(layers[0])
+    states = [nnx.state(layer) for layer in layers]
+    return nnx.merge(graphdef, jax.tree.map(lambda *xs: jnp.stack(xs), *states))
+
+
 def default_positions(attention_mask):
     """``cumsum(mask) - 1`` clipped at 0: real tokens count 0, 1, ... whatever the padding."""
     return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
@@ -149,15 +181,22 @@ def default_positions(attention_mask):
 
 class Qwen3(nnx.Module):
     def __init__(self, config: Qwen3Config, *, rngs: nnx.Rngs, dtype=jnp.float32,
-                 param_dtype=jnp.float32, remat: bool = False, init_std: float = 0.02):
+                 param_dtype=jnp.float32, remat: bool = False, init_std: float = 0.02,
+                 attention: str = "einsum", scan_layers: bool = False):
+        if attention not in ATTENTION:
+            raise InputError(f"attention={attention!r}: choose one of {', '.join(ATTENTION)}")
         self.config = config
         self.dtype = dtype
         self.remat = remat
+        self.attention = attention
+        self.scan_layers = bool(scan_layers)
         kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype, std=init_std)
         self.embed_tokens = nnx.Param(
             init_std * jax.random.normal(rngs.params(), (config.vocab_size, config.hidden_size),
                                          param_dtype))
-        self.layers = nnx.List([DecoderLayer(config, **kw) for _ in range(config.num_hidden_layers)])
+        layers = [DecoderLayer(config, **kw, attention=attention)
+                  for _ in range(config.num_hidden_layers)]
+        self.layers = stack_layers(layers) if self.scan_layers else nnx.List(layers)
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, param_dtype=param_dtype)
         if not config.tie_word_embeddings:
             self.lm_head = Linear(config.hidden_size, config.vocab_size, **kw)
@@ -175,6 +214,14 @@ class Qwen3(nnx.Module):
         causal = jnp.tril(jnp.ones((t, t), jnp.bool_))
         mask = causal[None] & attention_mask[:, None, :]
         x = self.embed(tokens)
+        if self.scan_layers:
+            graphdef, stacked = nnx.split(self.layers)
+
+            def body(x, layer_state):
+                return _layer_step(nnx.merge(graphdef, layer_state), x, positions, mask), None
+
+            x, _ = jax.lax.scan(jax.checkpoint(body) if self.remat else body, x, stacked)
+            return self.norm(x)
         for layer in self.layers:
             x = (_layer_step_remat if self.remat else _layer_step)(layer, x, positions, mask)
         return self.norm(x)
@@ -197,10 +244,14 @@ class Qwen3(nnx.Module):
     # -- KV-cache path (sampling) ---------------------------------------------------------------
 
     def init_cache(self, batch: int, length: int, dtype=None):
-        """Zeroed (k, v) per layer, each [B, length, K, head_dim]."""
+        """Zeroed (k, v) per layer, each [B, length, K, head_dim]; with ``scan_layers`` one stacked
+        pair, each [L, B, length, K, head_dim]."""
         c = self.config
         shape = (batch, length, c.num_key_value_heads, c.head_dim)
         dt = dtype or self.dtype
+        if self.scan_layers:
+            shape = (c.num_hidden_layers, *shape)
+            return jnp.zeros(shape, dt), jnp.zeros(shape, dt)
         return [(jnp.zeros(shape, dt), jnp.zeros(shape, dt)) for _ in range(c.num_hidden_layers)]
 
     def forward_cached(self, tokens, positions, key_mask, cache, slot):
@@ -212,10 +263,19 @@ class Qwen3(nnx.Module):
         Prefill is ``slot=0`` with the whole prompt; decode is one token at a time.
         """
         t = tokens.shape[1]
-        s = cache[0][0].shape[1]
+        s = key_mask.shape[1]
         causal = jnp.arange(s)[None, :] <= (slot + jnp.arange(t))[:, None]  # [T, S]
         mask = causal[None] & key_mask.astype(jnp.bool_)[:, None, :]
         x = self.embed(tokens)
+        if self.scan_layers:
+            graphdef, stacked = nnx.split(self.layers)
+
+            def body(x, xs):
+                layer_state, k, v = xs
+                return nnx.merge(graphdef, layer_state)(x, positions, mask, (k, v), slot)
+
+            x, new_cache = jax.lax.scan(body, x, (stacked, cache[0], cache[1]))
+            return self.norm(x), new_cache
         new_cache = []
         for layer, layer_cache in zip(self.layers, cache):
             x, layer_cache = layer(x, positions, mask, layer_cache, slot)

@@ -21,7 +21,9 @@ update's training metrics and, every ``eval_every`` steps and at the last one, a
 - on the built-in task, the exact quantities of ``exact_eval`` (no sampling): ``exact/ce`` (the SFT
   loss under the true expert law), ``exact/reward`` (mean p(right answer)); during RL also
   ``exact/target_gap`` = mean_x |s[x] - s*[x]|, the distance to the fixed point that theory
-  predicts for the run's GRPO setting from the stage's start (``predictions.rl_target``).
+  predicts for the run's GRPO setting from the stage's start (``predictions.rl_target``), and
+  ``exact/target_kl``, KL(fixed point || policy) over (right, wrong, any other completion)
+  (``predictions.coarse_kl``), which also sees mass left on unlisted completions.
 
 Every RL step may also log the local second-order theory (``metrics.py``): ``local/dce_pred`` =
 grad CE . delta + 1/2 delta^T H delta against ``local/dce_measured``, and ``grad/cos_ce_rl`` =
@@ -59,7 +61,8 @@ from llm_check.grpo import (decode_completions, group_advantages, make_completio
                             sequence_inputs, shaped_rewards)
 from llm_check.metrics import (heldout_ce, local_ce_prediction, relative_error, tree_cos,
                                tree_sub, tree_vdot)
-from llm_check.predictions import ce_change_prediction, expert_share, rl_target
+from llm_check.predictions import (ce_change_prediction, coarse_kl, coarse_target, expert_share,
+                                   rl_target)
 from llm_check.rewards import task_rewards
 from llm_check.run_config import ORDERS, GRPOConfig, OptimConfig, RunConfig  # noqa: F401
 from llm_check.sft import make_optimizer, make_sft_step, split_model, stack_micro
@@ -232,8 +235,8 @@ def measure_exact(ctx: Context, params) -> dict | None:
 
 
 def evaluate(ctx: Context, params, ref_params, kl_name: str, target=None) -> dict:
-    """Held-out CE, the exact quantities (with the distance to ``target``, the predicted s*, when
-    given) and, unless ``cfg.sampled_eval`` is off, the strict/robust/format rewards with a fixed
+    """Held-out CE, the exact quantities (with the distance to ``target``, the predicted fixed
+    point as ``predictions.coarse_target``, when given) and, unless ``cfg.sampled_eval`` is off, the strict/robust/format rewards with a fixed
     key, greedy accuracy and the KL to the reference on those samples."""
     row = {"sft/ce_heldout": float(ctx.fns.ce(params, *ctx.heldout))}
     ex = measure_exact(ctx, params)
@@ -241,7 +244,8 @@ def evaluate(ctx: Context, params, ref_params, kl_name: str, target=None) -> dic
         row["exact/ce"] = ex["ce"]
         row["exact/reward"] = ex["reward"]
         if target is not None:
-            row["exact/target_gap"] = float(np.mean(np.abs(ex["s"] - target)))
+            row["exact/target_gap"] = float(np.mean(np.abs(ex["s"] - target[:, 0])))
+            row["exact/target_kl"] = coarse_kl(target, ex)
     if not ctx.cfg.sampled_eval:
         return row
     model = nnx.merge(ctx.graphdef, params, ctx.rest)
@@ -403,12 +407,14 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
     ref = start_params
     target, pred = None, {}
     if ctx.exact is not None:  # theory's prediction for this stage, before it starts
-        s0 = measure_exact(ctx, start_params)["s"]
+        ex0 = measure_exact(ctx, start_params)
+        s0 = ex0["s"]
         if stage == "rl":
-            target = rl_target(s0, cfg.grpo)
+            s_star = rl_target(s0, cfg.grpo)
             change = ce_change_prediction(s0, cfg.eps, cfg.grpo)
             if change is not None:
-                pred = {"pred/ce_change": change, "pred/reward": float(np.mean(target))}
+                target = coarse_target(ex0, s_star)
+                pred = {"pred/ce_change": change, "pred/reward": float(np.mean(s_star))}
         elif stage == "sft":
             pred = {"pred/reward": expert_share(ctx.task)}
     step_fn = (rl_step_fn(ctx, ref, step) if stage == "rl"

@@ -83,3 +83,23 @@ def expert_share(task) -> float:
     for ex in task.train:
         by_prompt.setdefault(ex.prompt, []).append(float(ex.completion == ex.answer))
     return float(np.mean([np.mean(v) for v in by_prompt.values()]))
+
+
+def coarse_target(start: dict, s_star) -> np.ndarray:
+    """The fixed point's law over three cells per prompt, [X, 3]: (right answer, the expert's
+    wrong answer, every other completion). Every fixed point above scales the unrewarded cells by
+    one factor, (1 - s*) / (1 - s0), so their ratio stays that of the stage's start ``start``
+    (an ``exact_eval.measure`` result)."""
+    s0, w0 = np.asarray(start["s"], np.float64), np.exp(np.asarray(start["log_wrong"], np.float64))
+    scale = (1 - np.asarray(s_star)) / np.maximum(1 - s0, 1e-300)
+    return np.stack([np.asarray(s_star), w0 * scale, np.clip(1 - s0 - w0, 0, None) * scale], -1)
+
+
+def coarse_kl(target: np.ndarray, now: dict) -> float:
+    """Mean over prompts of KL(target || policy) over the three cells of ``coarse_target``: 0 at
+    the fixed point; it also sees mass left on unlisted completions, which ``exact/target_gap``
+    (the reward alone) does not."""
+    s, w = np.asarray(now["s"], np.float64), np.exp(np.asarray(now["log_wrong"], np.float64))
+    p = np.clip(np.stack([s, w, 1 - s - w], -1), 1e-12, None)
+    t = np.clip(target, 1e-300, None)
+    return float(np.mean(np.sum(np.where(target > 0, target * (np.log(t) - np.log(p)), 0), -1)))

@@ -39,6 +39,7 @@ PAIRS = {
         ("reward_after_rl", "rl", "exact/reward", -1),
         ("reward_target", "rl", "pred/reward", 0),
         ("target_gap", "rl", "exact/target_gap", -1),
+        ("target_kl", "rl", "exact/target_kl", -1),
         ("ce_heldout_before_rl", "rl", "sft/ce_heldout", 0),
         ("ce_heldout_after_rl", "rl", "sft/ce_heldout", -1),
         ("sampled_reward_before_rl", "rl", "rl/reward", 0),
@@ -160,14 +161,15 @@ def render_markdown(cfg, summary: dict, wall_s: float | None = None) -> str:
         a = summary["sft_then_rl"]
         lines += ["## SFT then RL: the SFT loss over RL, measured against predicted", "",
                   "| seed | CE before RL | CE after RL | change | predicted | rel. err. | "
-                  "p(right) before → after (target) | target gap | reached |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "p(right) before → after (target) | target gap | target KL | reached |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for s, v in a["per_seed"].items():
             lines.append(f"| {s} | {_fmt(v.get('ce_before_rl'))} | {_fmt(v.get('ce_after_rl'))} | "
                          f"{_fmt(v.get('ce_rise'))} | {_fmt(v.get('ce_change_pred'))} | "
                          f"{_fmt(v.get('rel_err'), 3)} | {_fmt(v.get('reward_before_rl'))} → "
                          f"{_fmt(v.get('reward_after_rl'))} ({_fmt(v.get('reward_target'))}) | "
-                         f"{_fmt(v.get('target_gap'))} | {v.get('reached_target', 'n/a')} |")
+                         f"{_fmt(v.get('target_gap'))} | {_fmt(v.get('target_kl'))} | "
+                         f"{v.get('reached_target', 'n/a')} |")
         lines += ["", f"Over seeds (mean ± 95% t interval): change {_pm(a, 'ce_rise')}, predicted "
                   f"{_pm(a, 'ce_change_pred')}; relative error of the means "
                   f"{_fmt(a.get('rel_err'), 3)}; paired measured − predicted "

@@ -76,8 +76,8 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False) -> list[dict]:
 
     from llm_check import pipeline as P
     from llm_check.grpo import make_grpo_step
-    from llm_check.predictions import (ce_change_prediction, expert_share, fixed_point_name,
-                                       rl_target)
+    from llm_check.predictions import (ce_change_prediction, coarse_kl, coarse_target,
+                                       expert_share, fixed_point_name, rl_target)
 
     sc.validate()
     t0 = time.perf_counter()
@@ -143,6 +143,7 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False) -> list[dict]:
                             folder, "rl"), start_params=start, resume=resume, step=step)
                         ex1 = P.measure_exact(rctx, rl)
                         target = rl_target(ex0["s"], g)
+                        law = None if target is None else coarse_target(ex0, target)
                         row = {"key": key, "beta": beta, "eps": eps, "seed": seed,
                                "setting": setting, "order": order,
                                "fixed_point": fixed_point_name(g),
@@ -151,7 +152,8 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False) -> list[dict]:
                                "reward_target": (None if target is None
                                                  else float(np.mean(target))),
                                "target_gap": (None if target is None else
-                                              float(np.mean(np.abs(ex1["s"] - target))))}
+                                              float(np.mean(np.abs(ex1["s"] - target)))),
+                               "target_kl": None if law is None else coarse_kl(law, ex1)}
                         if order == "sft_then_rl":
                             pred = ce_change_prediction(ex0["s"], eps, g)
                             row.update({"ce_before_rl": ex0["ce"], "ce_after_rl": ex1["ce"],

@@ -42,7 +42,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
             preds = [r["ce_rise_pred"] for r in rs]
             g.update({"ce_rise": meas, "ce_rise_ci95": meas_hw,
                        "target_gap": float(np.mean([r["target_gap"] for r in rs
-                                                    if r["target_gap"] is not None] or [np.nan]))})
+                                                    if r["target_gap"] is not None] or [np.nan])),
+                       "target_kl": float(np.mean([r["target_kl"] for r in rs
+                                                   if r.get("target_kl") is not None] or [np.nan]))})
             if all(p is not None for p in preds):
                 pred = float(np.mean(preds))
                 diff, diff_hw = interval([r["ce_rise"] - r["ce_rise_pred"] for r in rs])
@@ -78,17 +80,20 @@ def render(sc, groups: list[dict], wall_s: float | None) -> str:
              "the prediction comes from each seed's SFT model and the fixed point of the setting. "
              "rel. err. = |mean measured − mean predicted| / |mean predicted|; paired = mean over "
              "seeds of (measured − predicted) ± 95% t interval; target gap = mean over prompts of "
-             "|p(right) − p*(right)| at the end of RL.", "",
+             "|p(right) − p*(right)| at the end of RL; target KL = KL(fixed point ‖ policy) over "
+             "(right, wrong, any other completion), which also sees mass left on unlisted "
+             "completions.", "",
              "## SFT then RL: change of the SFT loss over RL", "",
              "| setting | eps | beta | measured (± 95%) | predicted | rel. err. | paired | "
-             "target gap | fixed point |", "|---|---|---|---|---|---|---|---|---|"]
+             "target gap | target KL | fixed point |", "|---|---|---|---|---|---|---|---|---|---|"]
     for g in groups:
         if g["order"] != "sft_then_rl":
             continue
         lines.append(f"| {g['setting']} | {g['eps']:g} | {g['beta']:g} | {_f(g['ce_rise'])} ± "
                      f"{_f(g['ce_rise_ci95'])} | {_f(g.get('ce_rise_pred'))} | "
                      f"{_f(g.get('rel_err'), 3)} | {_f(g.get('pair_err'))} ± "
-                     f"{_f(g.get('pair_err_ci95'))} | {_f(g['target_gap'])} | {g['fixed_point']} |")
+                     f"{_f(g.get('pair_err_ci95'))} | {_f(g['target_gap'])} | {_f(g['target_kl'])} | "
+                     f"{g['fixed_point']} |")
     lines += ["", "## RL then SFT: the exact reward p(right) over SFT", "",
               "| eps | beta | before SFT | after SFT (± 95%) | predicted (the SFT data's share "
               "of right answers) | largest seed error |", "|---|---|---|---|---|---|"]

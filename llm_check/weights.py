@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -65,6 +66,18 @@ def hf_table(config: Qwen3Config) -> list[tuple[str, tuple, bool]]:
     return table
 
 
+def _locate(variables: dict, var_path: tuple) -> tuple[tuple, int | None]:
+    """(path of the model variable, layer index or None) for an ``hf_table`` path: a model made
+    with ``scan_layers=True`` keeps layer ``i``'s ``("layers", i, *rest)`` at index ``i`` of the
+    stacked variable ``("layers", *rest)``."""
+    if (var_path not in variables and len(var_path) > 2 and var_path[0] == "layers"
+            and isinstance(var_path[1], int)):
+        stacked = ("layers", *var_path[2:])
+        if stacked in variables:
+            return stacked, var_path[1]
+    return var_path, None
+
+
 # -- safetensors, read and written with NumPy ----------------------------------------------------
 
 def read_safetensors_header(path: Path) -> tuple[dict, int]:
@@ -81,18 +94,25 @@ def read_safetensors_header(path: Path) -> tuple[dict, int]:
                              f"{size})")
         try:
             header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # bad JSON or UTF-8, a 4300-digit integer, deep nesting
             raise InputError(f"{path}: corrupt safetensors header") from None
     if not isinstance(header, dict):
         raise InputError(f"{path}: corrupt safetensors header (not a JSON object)")
     header.pop("__metadata__", None)
     data_start = 8 + n
+    def is_index(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
     for name, info in header.items():
         try:
             dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
-            count = int(np.prod([int(d) for d in shape], dtype=np.int64))
         except (KeyError, TypeError, ValueError):
             raise InputError(f"{path}: corrupt safetensors header entry for tensor {name!r}") from None
+        if (not isinstance(dtype, str) or not isinstance(shape, list)
+                or not all(map(is_index, (*shape, begin, end)))):
+            raise InputError(f"{path}: corrupt safetensors header entry for tensor {name!r} "
+                             "(dtype must be a string, shape and data_offsets integers >= 0)")
+        count = math.prod(shape)
         dt = _DTYPES.get(dtype)
         if dt is None:
             raise InputError(f"{path}: tensor {name!r} has unsupported dtype {dtype!r}")
@@ -139,24 +159,44 @@ def load_config(path) -> Qwen3Config:
     cfg_path = Path(path) / "config.json"
     if not cfg_path.is_file():
         raise InputError(f"{path}: no config.json")
+    d = _read_json(cfg_path)
     try:
-        d = json.loads(cfg_path.read_text())
+        return Qwen3Config.from_hf(d, source=str(cfg_path))
+    except InputError as e:  # Qwen3Config's own checks say "config: ..."; name the file instead
+        msg = str(e)
+        raise InputError(f"{cfg_path}: {msg.removeprefix('config: ')}" if msg.startswith("config: ")
+                         else msg) from None
+    except (TypeError, ValueError, OverflowError) as e:  # e.g. rope_theta that is not a number
+        raise InputError(f"{cfg_path}: bad field value ({e})") from None
+
+
+def _read_json(path: Path):
+    """A JSON file's value; bad UTF-8, bad JSON, giant integers and deep nesting are ``InputError``s."""
+    data = path.read_bytes()
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
     except json.JSONDecodeError as e:
-        raise InputError(f"{cfg_path}: invalid JSON ({e})") from None
-    return Qwen3Config.from_hf(d, source=str(cfg_path))
+        raise InputError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise InputError(f"{path}: invalid JSON ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise InputError(f"{path}: invalid JSON (nested too deeply)") from None
 
 
 def _tensor_files(folder: Path) -> dict[str, Path]:
     """``{tensor name: file}`` from the index, or from the single ``model.safetensors``."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            weight_map = None
+        raw = _read_json(index)
+        weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
         if not isinstance(weight_map, dict):
             raise InputError(f"{index}: not a safetensors index (needs a 'weight_map' object)")
         for name, file in weight_map.items():
+            if not isinstance(file, str) or not file:
+                raise InputError(f"{index}: tensor {name!r} maps to {file!r}, not a file name")
             if not (folder / file).is_file():
                 raise InputError(f"{index}: tensor {name!r} is in {file!r}, which does not exist")
         return {name: folder / file for name, file in weight_map.items()}
@@ -167,10 +207,13 @@ def _tensor_files(folder: Path) -> dict[str, Path]:
 
 
 def load_pretrained(path, dtype=jnp.float32, mesh=None, *, param_dtype=jnp.float32,
-                    remat: bool = False) -> tuple[Qwen3, Qwen3Config]:
+                    remat: bool = False, attention: str = "einsum",
+                    scan_layers: bool = False) -> tuple[Qwen3, Qwen3Config]:
     """Read an HF Qwen3 snapshot folder into a ``Qwen3`` computing in ``dtype`` with
     ``param_dtype`` master weights; with a ``mesh``, each weight goes straight from the host
-    array to its ``NamedSharding`` (``sharding.param_sharding``)."""
+    array to its ``NamedSharding`` (``sharding.param_sharding``). ``attention`` and
+    ``scan_layers`` are passed to ``Qwen3`` (with ``scan_layers`` the per-layer HF tensors are
+    stacked into one [L, ...] variable each)."""
     from llm_check import sharding
 
     folder = Path(path)
@@ -182,7 +225,8 @@ def load_pretrained(path, dtype=jnp.float32, mesh=None, *, param_dtype=jnp.float
             raise InputError(f"{f}: tensor {name!r} is listed in the index but not in the file")
 
     abstract = nnx.eval_shape(lambda: Qwen3(config, rngs=nnx.Rngs(0), dtype=dtype,
-                                            param_dtype=param_dtype, remat=remat))
+                                            param_dtype=param_dtype, remat=remat,
+                                            attention=attention, scan_layers=scan_layers))
     graphdef, state = nnx.split(abstract)
     variables = dict(nnx.to_flat_state(state))
     table = hf_table(config)
@@ -193,18 +237,27 @@ def load_pretrained(path, dtype=jnp.float32, mesh=None, *, param_dtype=jnp.float
     if extra:
         raise InputError(f"{files[extra[0]]}: unexpected tensor {extra[0]!r} for this config")
 
-    host = {}
+    host, layered = {}, {}
     for name, var_path, transposed in table:
         if name not in files:
             raise InputError(f"{folder}: tensor {name!r} is missing from the checkpoint")
         f = files[name]
-        want = variables[var_path].shape
+        var_path, layer = _locate(variables, var_path)
+        want = variables[var_path].shape[(0 if layer is None else 1):]
         hf_shape = tuple(reversed(want)) if transposed else tuple(want)
         got = tuple(headers[f][0][name]["shape"])
         if got != hf_shape:
             raise InputError(f"{f}: tensor {name!r} has shape {got}, expected {hf_shape}")
         a = read_tensor(f, *headers[f], name)
-        host[var_path] = np.ascontiguousarray(a.T if transposed else a).astype(param_dtype)
+        a = np.ascontiguousarray(a.T if transposed else a).astype(param_dtype)
+        if layer is None:
+            host[var_path] = a
+        else:
+            layered.setdefault(var_path, {})[layer] = a
+    for var_path, by_layer in layered.items():  # scan_layers: stack layer 0 .. L-1
+        host[var_path] = np.stack([by_layer[i] for i in range(len(by_layer))])
+        if not np.all(np.isfinite(host[var_path])):
+            raise InputError(f"{f}: tensor {name!r} contains NaN or infinity")
     if config.tie_word_embeddings and "lm_head.weight" in files:
         f = files["lm_head.weight"]
         head = read_tensor(f, *headers[f], "lm_head.weight")
@@ -227,11 +280,14 @@ def load_pretrained(path, dtype=jnp.float32, mesh=None, *, param_dtype=jnp.float
 def save_pretrained(model: Qwen3, config: Qwen3Config, path) -> None:
     """Write ``config.json`` + ``model.safetensors`` (HF names and layouts) atomically."""
     variables = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    tensors = {}
+    tensors, fetched = {}, {}
     for name, var_path, transposed in hf_table(config):
+        var_path, layer = _locate(variables, var_path)
         if var_path not in variables:
             raise InputError(f"save: the model has no variable {var_path} for tensor {name!r}")
-        a = np.asarray(jax.device_get(variables[var_path].get_value()))
+        if var_path not in fetched:
+            fetched[var_path] = np.asarray(jax.device_get(variables[var_path].get_value()))
+        a = fetched[var_path] if layer is None else fetched[var_path][layer]
         tensors[name] = a.T if transposed else a
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -106,3 +106,18 @@ def test_bad_inputs_are_named():
         grpo_setting("trl")
     with pytest.raises(InputError, match="kl_estimator"):
         GRPOConfig(kl_mode="reward", kl_estimator="k3").validate()
+
+
+def test_coarse_target_law_and_its_kl():
+    from llm_check.predictions import coarse_kl, coarse_target
+
+    start = {"s": np.array([0.6, 0.7]), "log_wrong": np.log([0.3, 0.25])}
+    s_star = np.array([0.9, 0.95])
+    t = coarse_target(start, s_star)
+    assert_allclose(t.sum(-1), 1.0, rtol=1e-12)
+    assert_allclose(t[:, 1] / t[:, 2], [0.3 / 0.1, 0.25 / 0.05], rtol=1e-12)  # ratio kept
+    at = {"s": t[:, 0], "log_wrong": np.log(t[:, 1])}
+    assert abs(coarse_kl(t, at)) < 1e-12
+    # the reward at its target but the unlisted mass not shrunk: target_gap 0, KL > 0
+    off = {"s": t[:, 0], "log_wrong": np.log(t[:, 1] * 0.5)}
+    assert coarse_kl(t, off) > 1e-3
