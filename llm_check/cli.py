@@ -115,11 +115,16 @@ def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> No
     p.add_argument("--baseline", default=None, help="mean | loo")
     p.add_argument("--std-normalize", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--std-ddof", type=int, default=d.grpo.std_ddof)
-    p.add_argument("--std-eps", type=float, default=d.grpo.std_eps)
+    p.add_argument("--std-floor", type=float, default=d.grpo.std_floor,
+                   help="added to the group std before dividing by it")
+    p.add_argument("--std-eps", dest="std_floor", type=float, help="deprecated: --std-floor")
     p.add_argument("--aggregation", default=None,
                    help="seq_mean_token_mean | token_mean | fixed_length")
-    p.add_argument("--clip-eps", type=float, default=d.grpo.clip_eps_low)
-    p.add_argument("--clip-eps-high", type=float, default=None, help="default: --clip-eps")
+    p.add_argument("--clip-low", type=float, default=d.grpo.clip_low,
+                   help="the ratio's clip range below 1: clip(rho, 1 - low, 1 + high)")
+    p.add_argument("--clip-high", type=float, default=None, help="above 1 (default: --clip-low)")
+    p.add_argument("--clip-eps", dest="clip_low", type=float, help="deprecated: --clip-low")
+    p.add_argument("--clip-eps-high", dest="clip_high", type=float, help="deprecated: --clip-high")
     p.add_argument("--inner-iters", type=int, default=d.grpo.inner_iters)
     p.add_argument("--top-p", type=float, default=d.grpo.top_p)
     p.add_argument("--eval-every", type=int, default=d.eval_every)
@@ -142,9 +147,9 @@ def _config_defaults(cfg) -> dict:
         "eval_every", "ckpt_every", "chunk_size", "local_steps")}
     out.update(seeds=",".join(str(s) for s in cfg.seeds) + ("," if len(cfg.seeds) == 1 else ""),
                no_local_theory=not cfg.local_theory, beta=g.beta, group_size=g.group_size,
-               prompts_per_step=g.prompts_per_step, clip_eps=g.clip_eps_low,
-               clip_eps_high=g.clip_eps_high, inner_iters=g.inner_iters, std_ddof=g.std_ddof,
-               std_eps=g.std_eps, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+               prompts_per_step=g.prompts_per_step, clip_low=g.clip_low,
+               clip_high=g.clip_high, inner_iters=g.inner_iters, std_ddof=g.std_ddof,
+               std_floor=g.std_floor, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
                top_p=g.top_p)
     if g.setting in SETTINGS:
         out["setting"] = g.setting
@@ -217,9 +222,9 @@ def config_from_args(a) -> RunConfig:
                                         "aggregation") if getattr(a, k) is not None}
     grpo = grpo_setting(a.setting, GRPOConfig(
         group_size=a.group_size, prompts_per_step=a.prompts_per_step, beta=a.beta,
-        clip_eps_low=a.clip_eps,
-        clip_eps_high=a.clip_eps if a.clip_eps_high is None else a.clip_eps_high,
-        inner_iters=a.inner_iters, std_ddof=a.std_ddof, std_eps=a.std_eps,
+        clip_low=a.clip_low,
+        clip_high=a.clip_low if a.clip_high is None else a.clip_high,
+        inner_iters=a.inner_iters, std_ddof=a.std_ddof, std_floor=a.std_floor,
         max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p), **flags)
     def optim(stage: str, steps: int) -> OptimConfig:
         kw = {f: getattr(a, f"{stage}_{f}") for f in ("lr", "schedule", "final_lr_frac",

@@ -185,11 +185,15 @@ def load_hf_cola(path: str) -> list[tuple[str, int]]:
             rows.append(_hf_row(obj, f"{path}:{i}"))
     elif path.endswith(".csv"):
         reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+        done = 0  # the last line of the last complete record: a csv.Error is in the next one
         try:
+            reader.fieldnames  # noqa: B018 (reads the header)
+            done = reader.line_num
             for row in reader:
                 rows.append(_hf_row(row, f"{path}:{reader.line_num}"))
+                done = reader.line_num
         except csv.Error as e:
-            raise InputError(f"{path}:{reader.line_num}: bad CSV ({e})") from None
+            raise InputError(f"{path}:{done + 1}: bad CSV ({e})") from None
     elif path.endswith(".parquet"):
         if importlib.util.find_spec("pyarrow") is None:
             raise InputError(f"{path}: reading parquet needs pyarrow (pip install pyarrow), "

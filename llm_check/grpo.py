@@ -121,14 +121,14 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, cfg: GRPOConfig):
     m = mask.astype(logp.dtype)
     a = advantages[:, None]
     ratio = jnp.exp(logp - old_logp)
-    clipped = jnp.clip(ratio, 1.0 - cfg.clip_eps_low, 1.0 + cfg.clip_eps_high)
+    clipped = jnp.clip(ratio, 1.0 - cfg.clip_low, 1.0 + cfg.clip_high)
     pg = -jnp.minimum(ratio * a, clipped * a)
     kl = kl_per_token(logp, ref_logp, cfg.kl_estimator)
     per_token = pg + cfg.beta * kl if (cfg.kl_mode == "loss" and cfg.beta > 0) else pg
     loss = aggregate(per_token, mask, cfg.aggregation)
     n_tok = jnp.maximum(m.sum(), 1.0)
-    low = ((ratio < 1.0 - cfg.clip_eps_low) & (a < 0)).astype(logp.dtype)
-    high = ((ratio > 1.0 + cfg.clip_eps_high) & (a > 0)).astype(logp.dtype)
+    low = ((ratio < 1.0 - cfg.clip_low) & (a < 0)).astype(logp.dtype)
+    high = ((ratio > 1.0 + cfg.clip_high) & (a > 0)).astype(logp.dtype)
     metrics = {
         "loss": loss,
         "kl": (kl * m).sum() / n_tok,

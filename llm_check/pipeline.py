@@ -313,7 +313,7 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
         shaped = shaped_rewards(jnp.asarray(rewards), seq_logratio, g)
         adv = group_advantages(shaped.reshape(-1, g.group_size), baseline=g.baseline,
                                std_normalize=g.std_normalize, ddof=g.std_ddof,
-                               eps=g.std_eps).reshape(-1)
+                               eps=g.std_floor).reshape(-1)
         start = params
         inner = []
         for _ in range(g.inner_iters):

@@ -62,7 +62,7 @@ def rl_target(s_ref, g: GRPOConfig) -> np.ndarray | None:
     if g.kl_estimator == "k1":
         return None
     m = partial(binary_advantage_multiplier, group_size=g.group_size, baseline=g.baseline,
-                std_normalize=g.std_normalize, ddof=g.std_ddof, std_eps=g.std_eps)
+                std_normalize=g.std_normalize, ddof=g.std_ddof, std_floor=g.std_floor)
     kl = "forward" if g.kl_estimator == "k2" else "reverse"
     return binary_fixed_point(s_ref, g.beta, kl=kl, multiplier=m)
 

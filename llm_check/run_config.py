@@ -81,13 +81,13 @@ class GRPOConfig:
     beta: float = 0.5
     kl_mode: str = "reward"  # "reward": beta * sequence k1 subtracted from r; "loss": per-token
     kl_estimator: str = "k1"  # the per-token estimator in "loss" mode (k1 | k2 | k3)
-    clip_eps_low: float = 0.2
-    clip_eps_high: float = 0.2
+    clip_low: float = 0.2
+    clip_high: float = 0.2
     inner_iters: int = 1
     baseline: str = "loo"
     std_normalize: bool = False
     std_ddof: int = 1
-    std_eps: float = 1e-4
+    std_floor: float = 1e-4
     aggregation: str = "fixed_length"
     max_new_tokens: int = 4
     temperature: float = 1.0
@@ -115,15 +115,15 @@ class GRPOConfig:
         if self.aggregation not in AGGREGATIONS:
             raise InputError(f"setting aggregation={self.aggregation!r}: choose from "
                              f"{', '.join(AGGREGATIONS)}")
-        if not (0 <= self.clip_eps_low < 1 and self.clip_eps_high >= 0):
-            raise InputError(f"settings clip_eps_low={self.clip_eps_low}, clip_eps_high="
-                             f"{self.clip_eps_high}: need 0 <= low < 1 and high >= 0")
+        if not (0 <= self.clip_low < 1 and self.clip_high >= 0):
+            raise InputError(f"settings clip_low={self.clip_low}, clip_high="
+                             f"{self.clip_high}: need 0 <= low < 1 and high >= 0")
         if self.inner_iters < 1:
             raise InputError(f"setting inner_iters={self.inner_iters}: must be >= 1")
         if self.std_ddof not in (0, 1) or self.std_ddof >= self.group_size:
             raise InputError(f"setting std_ddof={self.std_ddof}: must be 0 or 1")
-        if not self.std_eps >= 0:
-            raise InputError(f"setting std_eps={self.std_eps}: must be >= 0")
+        if not self.std_floor >= 0:
+            raise InputError(f"setting std_floor={self.std_floor}: must be >= 0")
         if self.max_new_tokens < 1:
             raise InputError(f"setting max_new_tokens={self.max_new_tokens}: must be >= 1")
         if not self.temperature > 0:
@@ -228,10 +228,15 @@ class RunConfig:
         return self.eps if self.task == "builtin" else None
 
 
+# Field names of earlier releases, still read from old config files.
+RENAMED = {"clip_eps_low": "clip_low", "clip_eps_high": "clip_high", "std_eps": "std_floor"}
+
+
 def _from_dict(cls, data, where: str):
     """``cls`` (a frozen settings dataclass) from a JSON/TOML mapping, every value type-checked."""
     if not isinstance(data, dict):
         raise InputError(f"{where}: expected a table of settings, got {type(data).__name__}")
+    data = {RENAMED.get(k, k): v for k, v in data.items()}
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

@@ -250,14 +250,14 @@ def load_pretrained(path, dtype=jnp.float32, mesh=None, *, param_dtype=jnp.float
             raise InputError(f"{f}: tensor {name!r} has shape {got}, expected {hf_shape}")
         a = read_tensor(f, *headers[f], name)
         a = np.ascontiguousarray(a.T if transposed else a).astype(param_dtype)
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"{f}: tensor {name!r} contains NaN or infinity")
         if layer is None:
             host[var_path] = a
         else:
             layered.setdefault(var_path, {})[layer] = a
     for var_path, by_layer in layered.items():  # scan_layers: stack layer 0 .. L-1
         host[var_path] = np.stack([by_layer[i] for i in range(len(by_layer))])
-        if not np.all(np.isfinite(host[var_path])):
-            raise InputError(f"{f}: tensor {name!r} contains NaN or infinity")
     if config.tie_word_embeddings and "lm_head.weight" in files:
         f = files["lm_head.weight"]
         head = read_tensor(f, *headers[f], "lm_head.weight")

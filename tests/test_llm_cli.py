@@ -66,7 +66,7 @@ def test_arguments_become_the_config():
     g = cfg.grpo
     assert (g.beta, g.kl_estimator, g.baseline, g.std_normalize, g.aggregation) == (
         0.5, "k1", "loo", False, "fixed_length")
-    assert (g.clip_eps_low, g.clip_eps_high, g.inner_iters) == (0.1, 0.3, 2)
+    assert (g.clip_low, g.clip_high, g.inner_iters) == (0.1, 0.3, 2)
     assert cfg.seeds == (0, 7) and cfg.rl_optim.lr == 5e-4
     assert cfg.base_steps > 0  # the tiny model gets a prompt-format base
     hf = config_from_args(_parser().parse_args(["run", "--model", "some/snapshot"]))

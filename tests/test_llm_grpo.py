@@ -167,7 +167,7 @@ def test_advantages():
 
 
 def test_clipping_zeroes_the_gradient_outside_the_trust_region_and_is_counted():
-    cfg = GRPOConfig(clip_eps_low=0.2, clip_eps_high=0.2, beta=0.0, aggregation="token_mean")
+    cfg = GRPOConfig(clip_low=0.2, clip_high=0.2, beta=0.0, aggregation="token_mean")
     old = jnp.zeros((4, 1))
     lp = jnp.log(jnp.asarray([[1.5], [1.1], [0.5], [1.0]]))
     adv = jnp.asarray([1.0, -1.0, -1.0, 1.0])
@@ -274,7 +274,7 @@ def test_one_inner_iteration_ignores_the_passed_old_logprobs():
     adv = group_advantages(jnp.asarray(REWARD)[None], baseline="loo",
                            std_normalize=False).reshape(-1)
     opt = optax.sgd(0.1)
-    cfg = GRPOConfig(group_size=9, beta=0.0, clip_eps_low=0.01, clip_eps_high=0.01)
+    cfg = GRPOConfig(group_size=9, beta=0.0, clip_low=0.01, clip_high=0.01)
     step = make_grpo_step(graphdef, rest, opt, cfg, chunk_size=4)
     ref = jnp.zeros((len(SEQS), L))
     a, _, ma = step(params, opt.init(params), tokens, attn, cmask, ref - 3.0, ref, adv)

@@ -24,7 +24,7 @@ def test_tilt_instead_of_k3_point_fails():
 
 
 def test_a_wrong_multiplier_fails():
-    r = fp.check_fixedpoint(multiplier=lambda s, g, ddof=1, std_eps=1e-4: np.asarray(1 - 1 / g) + 0 * np.asarray(s))
+    r = fp.check_fixedpoint(multiplier=lambda s, g, ddof=1, std_floor=1e-4: np.asarray(1 - 1 / g) + 0 * np.asarray(s))
     assert not r.ok and "std_division_multiplier" in r.failed.name
 
 

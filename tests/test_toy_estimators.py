@@ -81,7 +81,7 @@ def test_sampled_k3_mean_converges_and_k1_goes_negative():
 
 @jax.jit
 def _onpolicy_grads(theta, reward, q, key):
-    cfg = est.EstimatorConfig(group_size=8, advantage="grpo", clip_eps=0.2, beta=0.0)
+    cfg = est.EstimatorConfig(group_size=8, advantage="grpo", clip_low=0.2, beta=0.0)
     ys = est.sample_groups(key, theta, 8)
     rw = jnp.take_along_axis(reward, ys, -1)
     g1 = jax.grad(lambda th: est.surrogate(tabular.log_probs(th), ys, rw, q, theta, cfg))(theta)

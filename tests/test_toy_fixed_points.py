@@ -39,4 +39,4 @@ def test_thm31_path_fails_with_tau_equal_t(monkeypatch):
 def test_std_multiplier_mean_limit():
     # with a huge eps floor the std division is a constant rescaling: m = (1 - 1/G)/eps
     s = np.array([0.2, 0.5])
-    assert np.allclose(cf.std_division_multiplier(s, 4, std_eps=1e6) * 1e6, 0.75, rtol=1e-5)
+    assert np.allclose(cf.std_division_multiplier(s, 4, std_floor=1e6) * 1e6, 0.75, rtol=1e-5)

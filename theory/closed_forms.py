@@ -166,7 +166,7 @@ def optimal_rl_duration(mu, weight, smooth_l, smooth_j) -> float:
 # Derivations and checks: theory.fixed_points (sympy), toy_models.fixed_points (JAX trainers).
 
 KL_KINDS = ("k2", "k1_reward", "k3")      # k2 loss / k1 in the reward: grad KL(p||ref); k3 loss: grad KL(ref||p)
-BASELINES = ("rloo", "mean", "std")       # leave-one-out; group mean; (r - mean)/(std + std_eps), mean baseline
+BASELINES = ("rloo", "mean", "std")       # leave-one-out; group mean; (r - mean)/(std + std_floor), mean baseline
 
 
 def _policy_inputs(reference, reward, beta):
@@ -247,8 +247,8 @@ def k3_fixed_point(reference, reward, beta, iters: int = 200) -> np.ndarray:
     return p / np.sum(p, axis=-1, keepdims=True)
 
 
-def std_division_multiplier(s, group_size, ddof: int = 1, std_eps: float = 1e-4) -> np.ndarray:
-    """m(s) = E[A_i | r_i = 1] - E[A_i | r_i = 0] for A_i = (r_i - mean)/(std + std_eps) over a group of
+def std_division_multiplier(s, group_size, ddof: int = 1, std_floor: float = 1e-4) -> np.ndarray:
+    """m(s) = E[A_i | r_i = 1] - E[A_i | r_i = 0] for A_i = (r_i - mean)/(std + std_floor) over a group of
     G binary rewards with success probability s (std with ``ddof``, as TRL's GRPO: ddof=1).
 
     Exact: sums over the binomial number K of successes among the other G - 1 samples. Given r_i, A_i
@@ -257,8 +257,8 @@ def std_division_multiplier(s, group_size, ddof: int = 1, std_eps: float = 1e-4)
     g = _group_size(group_size)
     if ddof not in (0, 1):
         raise InputError(f"ddof: must be 0 or 1, got {ddof!r}")
-    if not float(std_eps) >= 0:
-        raise InputError(f"std_eps: must be >= 0, got {std_eps!r}")
+    if not float(std_floor) >= 0:
+        raise InputError(f"std_floor: must be >= 0, got {std_floor!r}")
     s = _array("s", s, np.ndim(s))
     if np.any((s < 0) | (s > 1)):
         raise InputError("s: success probabilities must lie in [0, 1]")
@@ -267,7 +267,7 @@ def std_division_multiplier(s, group_size, ddof: int = 1, std_eps: float = 1e-4)
     def adv(k_total: int, own: int) -> float:
         mean = k_total / g
         sd = np.sqrt(k_total * (g - k_total) / g / (g - ddof))
-        denom = sd + std_eps
+        denom = sd + std_floor
         return 0.0 if denom == 0 else (own - mean) / denom
 
     out = np.zeros_like(s)
@@ -278,7 +278,7 @@ def std_division_multiplier(s, group_size, ddof: int = 1, std_eps: float = 1e-4)
 
 
 def std_division_fixed_point(s_ref, group_size, beta, kl: str = "k2", ddof: int = 1,
-                             std_eps: float = 1e-4, grid: int = 2048) -> np.ndarray:
+                             std_floor: float = 1e-4, grid: int = 2048) -> np.ndarray:
     """Success probability s* where GRPO with std-divided advantages stops, per prompt (binary reward).
 
     The expected update of a prompt is m(s) grad J - beta grad KL, i.e. an effective KL weight
@@ -309,7 +309,7 @@ def std_division_fixed_point(s_ref, group_size, beta, kl: str = "k2", ddof: int 
 
     def residual(u):
         s = 1.0 / (1.0 + np.exp(-u))
-        m = std_division_multiplier(s, g, ddof, std_eps)
+        m = std_division_multiplier(s, g, ddof, std_floor)
         if kl == "k3":
             return m * s * (1 - s) - b_ * (s - sr_)
         return m - b_ * (u - ur_)
@@ -354,7 +354,7 @@ def binary_rescale(reference, reward, s_new) -> np.ndarray:
 
 
 def estimator_fixed_point(reference, reward, beta, group_size, baseline: str = "rloo", kl: str = "k2",
-                          ddof: int = 1, std_eps: float = 1e-4) -> np.ndarray:
+                          ddof: int = 1, std_floor: float = 1e-4) -> np.ndarray:
     """The policy where sampled RL with this estimator stops, per prompt (docs/theory.md §6):
 
     ============  =================  ======================================================
@@ -377,7 +377,7 @@ def estimator_fixed_point(reference, reward, beta, group_size, baseline: str = "
         s_ref = np.sum(ref * r, axis=-1)
         if not np.all((r == 0) | (r == 1)):
             raise InputError("reward: std division is characterised for binary rewards (0 or 1) only")
-        return binary_rescale(ref, r, std_division_fixed_point(s_ref, g, b, kl, ddof, std_eps))
+        return binary_rescale(ref, r, std_division_fixed_point(s_ref, g, b, kl, ddof, std_floor))
     eff = b if baseline == "rloo" else group_mean_beta(b, g)
     return k3_fixed_point(ref, r, eff) if kl == "k3" else gibbs_tilt(ref, r, eff)
 
@@ -390,7 +390,7 @@ def estimator_fixed_point(reference, reward, beta, group_size, baseline: str = "
 
 def binary_advantage_multiplier(s, group_size: int, *, baseline: str = "mean",
                                 std_normalize: bool = False, ddof: int = 1,
-                                std_eps: float = 1e-4) -> np.ndarray:
+                                std_floor: float = 1e-4) -> np.ndarray:
     """m(s) = E[A_i | r_i = 1] - E[A_i | r_i = 0] for G binary rewards with success rate s.
 
     Given r_i, the response y_i is independent of the other rewards, so
@@ -421,7 +421,7 @@ def binary_advantage_multiplier(s, group_size: int, *, baseline: str = "mean",
             if std_normalize:
                 mean = n1 / g
                 var = (n1 * (1 - mean) ** 2 + (g - n1) * mean ** 2) / (g - ddof)
-                a = a / (np.sqrt(var) + std_eps)
+                a = a / (np.sqrt(var) + std_floor)
             diff = diff + (a if ri == 1 else -a)
         total = total + w * diff
     return total

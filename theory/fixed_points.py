@@ -72,7 +72,7 @@ def check_fixedpoint(group_beta: Callable = lambda b, g: b * g / (g - 1),
                      multiplier: Callable = cf.std_division_multiplier) -> d.Result:
     """(a)–(d) of the module docstring; ``group_beta(beta, G)`` is the claimed effective KL weight of
     the group mean, ``k3_point(ref, r, beta)`` the claimed k3 fixed point (NumPy), ``multiplier(s, G,
-    ddof, std_eps)`` the claimed m(s)."""
+    ddof, std_floor)`` the claimed m(s)."""
     probs = (p,)
     steps = []
     exact_kl = expected_loss_gradient(k2)          # = ∇KL(p‖ref) (kl.grad)
@@ -158,7 +158,7 @@ def _std_enumeration(multiplier: Callable) -> list:
                              f"all {n}^{g} groups; m(s) is the binomial sum over the other G - 1 rewards"))
         # the NumPy multiplier at numbers
         for sv in (sp.Rational(1, 10), sp.Rational(1, 2), sp.Rational(17, 20)):
-            got = float(np.asarray(multiplier(float(sv), g, ddof=ddof, std_eps=1e-4)))
+            got = float(np.asarray(multiplier(float(sv), g, ddof=ddof, std_floor=1e-4)))
             steps.append(d.at_least(f"closed_forms.std_division_multiplier(s={sv}, G={g}, ddof={ddof}) = m(s)",
                                     sp.Rational(1, 10 ** 10), sp.Abs(sp.Float(got, 20) - multiplier_sympy(sv, g, ddof)),
                                     "|NumPy - sympy| <= 1e-10"))

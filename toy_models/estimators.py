@@ -28,10 +28,10 @@ import jax.numpy as jnp
 class EstimatorConfig:
     group_size: int = 8
     advantage: str = "grpo"  # none | mean | rloo | grpo
-    clip_eps: float = 0.2
+    clip_low: float = 0.2
     kl_estimator: str = "k3"  # k1 | k2 | k3
     beta: float = 0.0  # weight of the sampled KL penalty to the reference
-    std_eps: float = 1e-4
+    std_floor: float = 1e-4
 
 
 def sample_groups(key: jax.Array, logp: jax.Array, group_size: int) -> jax.Array:
@@ -39,7 +39,7 @@ def sample_groups(key: jax.Array, logp: jax.Array, group_size: int) -> jax.Array
     return jax.random.categorical(key, logp[:, None, :], axis=-1, shape=(logp.shape[0], group_size))
 
 
-def advantages(rewards: jax.Array, kind: str, std_eps: float = 1e-4) -> jax.Array:
+def advantages(rewards: jax.Array, kind: str, std_floor: float = 1e-4) -> jax.Array:
     """Advantages of a ``[X, G]`` reward array, per group (see the module docstring)."""
     g = rewards.shape[-1]
     mean = jnp.mean(rewards, axis=-1, keepdims=True)
@@ -51,7 +51,7 @@ def advantages(rewards: jax.Array, kind: str, std_eps: float = 1e-4) -> jax.Arra
         return rewards - (g * mean - rewards) / (g - 1)
     if kind == "grpo":
         std = jnp.std(rewards, axis=-1, keepdims=True, ddof=1)
-        return (rewards - mean) / (std + std_eps)
+        return (rewards - mean) / (std + std_floor)
     raise ValueError(f"unknown advantage {kind!r}")
 
 
@@ -76,9 +76,9 @@ def surrogate(logp, ys, rewards, q, log_ref, cfg: EstimatorConfig, beta=None) ->
     """
     lp = jnp.take_along_axis(logp, ys, axis=-1)
     lp_old = jax.lax.stop_gradient(lp)
-    adv = advantages(rewards, cfg.advantage, cfg.std_eps)
+    adv = advantages(rewards, cfg.advantage, cfg.std_floor)
     ratio = jnp.exp(lp - lp_old)
-    clipped = jnp.clip(ratio, 1 - cfg.clip_eps, 1 + cfg.clip_eps)
+    clipped = jnp.clip(ratio, 1 - cfg.clip_low, 1 + cfg.clip_low)
     per_sample = jnp.minimum(ratio * adv, clipped * adv)
     if beta is not None or cfg.beta:
         weight = cfg.beta if beta is None else beta

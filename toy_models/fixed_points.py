@@ -236,7 +236,7 @@ def expected_update(theta, reward, log_ref, beta, advantage: str, kl: str, group
     logp0 = tabular.log_probs(theta)
     p = jnp.exp(logp0)
     probs = jnp.prod(jax.vmap(lambda row: row[groups])(p), -1)              # [X, N]
-    cfg = est.EstimatorConfig(group_size=group, advantage=advantage, clip_eps=0.2,
+    cfg = est.EstimatorConfig(group_size=group, advantage=advantage, clip_low=0.2,
                               kl_estimator="k1" if kl == "k1_reward" else kl)
 
     def one(ys, weight):                                                    # ys [X, G], weight [X]

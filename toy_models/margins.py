@@ -244,14 +244,14 @@ def grpo_baseline(inst: Instance):
 def grpo_onpolicy(inst: Instance):
     """One inner iteration (ratio ≡ 1), no KL: ∇(clipped surrogate) = ∇(advantage-weighted log-lik)."""
     theta = jnp.log(inst.sft_policy)
-    cfg = est.EstimatorConfig(group_size=4, advantage="grpo", clip_eps=0.2, beta=0.0)
+    cfg = est.EstimatorConfig(group_size=4, advantage="grpo", clip_low=0.2, beta=0.0)
     # any responses will do: take the policy's quantiles at fixed levels (no PRNG to compile).
     levels = (jnp.arange(cfg.group_size) + 0.5) / cfg.group_size
     ys = jax.vmap(lambda c: jnp.searchsorted(c, levels * c[-1], method="compare_all"))(
         jnp.cumsum(inst.sft_policy, -1))
     ys = jnp.minimum(ys, inst.sft_policy.shape[-1] - 1)
     rewards = jnp.take_along_axis(inst.reward, ys, axis=-1)
-    adv = est.advantages(rewards, "grpo", cfg.std_eps)
+    adv = est.advantages(rewards, "grpo", cfg.std_floor)
     g_clip = jax.grad(lambda th: est.surrogate(jax.nn.log_softmax(th, -1), ys, rewards, inst.q, theta, cfg))(theta)
     g_ll = jax.grad(lambda th: est.weighted_loglik(jax.nn.log_softmax(th, -1), ys, adv, inst.q))(theta)
     return TOL * (1 + jnp.max(jnp.abs(g_ll))) - jnp.max(jnp.abs(g_clip - g_ll))
