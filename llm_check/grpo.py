@@ -156,11 +156,12 @@ def decode_completions(tok, completion, completion_mask) -> list[str]:
 
 def rollout(model, tok, prompt_tokens, prompt_mask, key, cfg: GRPOConfig, *, group_size=None,
             greedy: bool = False) -> SampleOutput:
-    """``group_size`` completions for each left-padded prompt (rows repeated G times, grouped)."""
+    """``group_size`` completions for each left-padded prompt (rows grouped: prompt i gives rows
+    i*G .. i*G+G-1); each prompt is prefilled once (``sample(repeat=G)``)."""
     g = cfg.group_size if group_size is None else group_size
-    return sample(model, np.repeat(prompt_tokens, g, axis=0), np.repeat(prompt_mask, g, axis=0),
-                  key, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                  top_p=cfg.top_p, greedy=greedy, eos_id=tok.eos_id, pad_id=tok.pad_id)
+    return sample(model, prompt_tokens, prompt_mask, key, max_new_tokens=cfg.max_new_tokens,
+                  temperature=cfg.temperature, top_p=cfg.top_p, greedy=greedy, eos_id=tok.eos_id,
+                  pad_id=tok.pad_id, repeat=g)
 
 
 def sequence_inputs(out: SampleOutput, prompt_mask):
@@ -171,8 +172,8 @@ def sequence_inputs(out: SampleOutput, prompt_mask):
 
 
 def _completion_lp(model, tokens, attn, cmask, chunk_size, temperature):
-    lp = token_logprobs(model, tokens, attn, chunk_size=chunk_size, temperature=temperature)
-    return lp[:, tokens.shape[1] - cmask.shape[1] - 1:]
+    return token_logprobs(model, tokens, attn, chunk_size=chunk_size, temperature=temperature,
+                          start=tokens.shape[1] - cmask.shape[1] - 1)
 
 
 def make_completion_logprobs(graphdef, rest, *, chunk_size: int = 64, temperature: float = 1.0):
@@ -182,10 +183,9 @@ def make_completion_logprobs(graphdef, rest, *, chunk_size: int = 64, temperatur
     @jax.jit
     def fn(params, tokens, attn, cmask):
         model = nnx.merge(graphdef, params, rest)
-        lp, ent = token_logprobs_and_entropy(model, tokens, attn, chunk_size=chunk_size,
-                                             temperature=temperature)
-        start = tokens.shape[1] - cmask.shape[1] - 1
-        return lp[:, start:], ent[:, start:]
+        return token_logprobs_and_entropy(model, tokens, attn, chunk_size=chunk_size,
+                                          temperature=temperature,
+                                          start=tokens.shape[1] - cmask.shape[1] - 1)
 
     return fn
 

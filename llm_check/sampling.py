@@ -3,6 +3,9 @@
 - Prompts are LEFT-padded ``[B, P]`` with a mask, so every prompt ends at column ``P - 1`` and
   generated token ``i`` goes to cache slot ``P + i`` for the whole batch. Positions follow each
   sequence's own length (``len_b + i``), so padding does not change what a sequence samples.
+- ``repeat=G`` samples G completions of every prompt: the prompt is prefilled ONCE and its KV
+  cache and last logits are copied G times (rows grouped: prompt i gives rows i*G .. i*G+G-1), so
+  a GRPO group costs one prefill, not G.
 - One prefill over the prompt, then ``max_new_tokens - 1`` single-token decode steps in a
   ``jax.lax.scan``. Everything has a static shape: the function is compiled once per
   (model graph, batch, prompt length, max_new_tokens, greedy/top-p mode) and reused.
@@ -45,7 +48,7 @@ class SampleOutput:  # a pytree: it can cross jit boundaries and be device_put
 
 def sample(model, prompt_tokens, prompt_mask, key, *, max_new_tokens: int,
            temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
-           eos_id: int, pad_id: int | None = None) -> SampleOutput:
+           eos_id: int, pad_id: int | None = None, repeat: int = 1) -> SampleOutput:
     """Sample ``max_new_tokens`` tokens after each left-padded prompt (see module docstring)."""
     prompt_tokens = jnp.asarray(prompt_tokens, jnp.int32)
     prompt_mask = jnp.asarray(prompt_mask, jnp.int32)
@@ -58,13 +61,16 @@ def sample(model, prompt_tokens, prompt_mask, key, *, max_new_tokens: int,
         raise InputError(f"sample: temperature must be > 0 (or greedy=True), got {temperature}")
     if not 0 < top_p <= 1:
         raise InputError(f"sample: top_p must be in (0, 1], got {top_p}")
+    if repeat < 1:
+        raise InputError(f"sample: repeat must be >= 1, got {repeat}")
     if not np.all(np.asarray(prompt_mask)[:, -1] == 1):
         raise InputError("sample: prompts must be LEFT-padded (prompt_mask[:, -1] must be 1)")
     graphdef, state = nnx.split(model)
     tokens, completion, cmask, lp, ent = _sample(
         graphdef, state, prompt_tokens, prompt_mask, key, jnp.float32(temperature),
         jnp.float32(top_p), jnp.int32(eos_id), jnp.int32(eos_id if pad_id is None else pad_id),
-        max_new_tokens=int(max_new_tokens), greedy=bool(greedy), use_top_p=bool(top_p < 1))
+        max_new_tokens=int(max_new_tokens), greedy=bool(greedy), use_top_p=bool(top_p < 1),
+        repeat=int(repeat))
     return SampleOutput(tokens, completion, cmask, cmask.sum(-1), lp, ent)
 
 
@@ -83,18 +89,24 @@ def _pick(logits, key, temperature, top_p, *, greedy: bool, use_top_p: bool):
 
 
 @partial(jax.jit, static_argnums=(0,),
-         static_argnames=("max_new_tokens", "greedy", "use_top_p"))
+         static_argnames=("max_new_tokens", "greedy", "use_top_p", "repeat"))
 def _sample(graphdef, state, prompt_tokens, prompt_mask, key, temperature, top_p, eos_id, pad_id,
-            *, max_new_tokens, greedy, use_top_p):
+            *, max_new_tokens, greedy, use_top_p, repeat):
     model = nnx.merge(graphdef, state)
-    b, p = prompt_tokens.shape
+    b0, p = prompt_tokens.shape
     n = max_new_tokens
-    key_mask = jnp.concatenate([prompt_mask, jnp.ones((b, n), jnp.int32)], axis=1)
-    prompt_len = prompt_mask.sum(-1)
-    cache = model.init_cache(b, p + n)
+    key_mask = jnp.concatenate([prompt_mask, jnp.ones((b0, n), jnp.int32)], axis=1)
+    cache = model.init_cache(b0, p + n)
     h, cache = model.forward_cached(prompt_tokens, default_positions(prompt_mask), key_mask,
                                     cache, 0)
     logits = model.logits(h[:, -1])
+    if repeat > 1:  # one prefill per prompt, copied to its G rows (batch is axis -4 of k and v)
+        rep = partial(jnp.repeat, repeats=repeat)
+        cache = jax.tree.map(lambda x: rep(x, axis=x.ndim - 4), cache)
+        logits, key_mask = rep(logits, axis=0), rep(key_mask, axis=0)
+        prompt_tokens, prompt_mask = rep(prompt_tokens, axis=0), rep(prompt_mask, axis=0)
+    b = b0 * repeat
+    prompt_len = prompt_mask.sum(-1)
     pick = partial(_pick, temperature=temperature, top_p=top_p, greedy=greedy,
                    use_top_p=use_top_p)
 

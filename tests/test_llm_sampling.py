@@ -127,3 +127,29 @@ def test_sampler_logprobs_and_entropy_are_those_of_the_law_it_drew_from(model, t
     np.testing.assert_allclose(np.asarray(out.entropy)[m], np.asarray(ent[:, P - 1:])[m],
                                rtol=1e-5, atol=1e-5)
     assert np.all(np.asarray(out.logprobs)[~m] == 0)
+
+
+def test_one_prefill_per_prompt_equals_repeated_prompts(model):
+    """repeat=G prefills each prompt once and copies its cache: the same completions (same key)
+    and log-probs as sampling the prompts repeated G times."""
+    ids, mask, _ = prompts()
+    kw = dict(max_new_tokens=N, temperature=0.9, eos_id=3, pad_id=PAD)
+    once = sample(model, ids, mask, jax.random.key(4), repeat=3, **kw)
+    rows = sample(model, np.repeat(ids, 3, axis=0), np.repeat(mask, 3, axis=0),
+                  jax.random.key(4), **kw)
+    np.testing.assert_array_equal(once.tokens, rows.tokens)
+    np.testing.assert_array_equal(once.completion_mask, rows.completion_mask)
+    np.testing.assert_allclose(once.logprobs, rows.logprobs, rtol=1e-5, atol=1e-5)
+    assert once.tokens.shape == (9, P + N)
+    assert len({tuple(r) for r in np.asarray(once.completion)}) > 3  # the copies differ
+
+
+def test_logprobs_from_a_start_position_equal_the_full_ones_sliced(model):
+    from llm_check.logprobs import token_logprobs, token_logprobs_and_entropy
+
+    ids, mask, _ = prompts()
+    full = token_logprobs(model, jnp.asarray(ids), jnp.asarray(mask), chunk_size=4)
+    part = token_logprobs(model, jnp.asarray(ids), jnp.asarray(mask), chunk_size=4, start=4)
+    np.testing.assert_allclose(part, full[:, 4:], rtol=1e-6, atol=1e-6)
+    _, ent = token_logprobs_and_entropy(model, jnp.asarray(ids), jnp.asarray(mask), start=5)
+    assert ent.shape == (3, P - 1 - 5)
