@@ -15,6 +15,13 @@ Both sides are warmed up first (compilation is excluded), then each is timed ``-
 the report gives medians, the ratio of train-step times (ours / theirs; budget <= 1.0, goal <= 0.5)
 and the ratio of sampling tokens/s (ours / theirs; budget >= 1.0, goal >= 2).
 
+``python -m llm_check.bench --preset qwen3-0.6b`` (or ``--preset tiny`` on a CPU) instead measures
+one device alone, no torch (``device_bench``): for an SFT step and a GRPO step it prints MFU against
+the device's bf16 peak (``PEAK_BF16_FLOPS``, by ``jax.devices()[0].device_kind``; "n/a" where the
+device is not in the table, e.g. on CPU), tokens/s, rollout tokens/s, peak memory (the device's
+``memory_stats()["peak_bytes_in_use"]`` where it has one, else the process's max RSS) and compile
+time (``jax.jit(...).lower(...).compile()``, timed).
+
 torch is also timed with 1 thread and the ratios against its faster setting are reported too: on a
 shared, oversubscribed machine torch's OpenMP threads can slow down many-fold (we measured a
 single-token forward 18x slower with 2 threads than with 1 on the busy 2-core machine), which
@@ -24,8 +31,10 @@ would flatter the ratio.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import resource
 import statistics
 import time
 from functools import partial
@@ -36,10 +45,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from llm_check.config import Qwen3Config
+from llm_check.config import Qwen3Config, preset
 from llm_check.logprobs import token_logprobs
-from llm_check.model import Qwen3
+from llm_check.model import ATTENTION, Qwen3
 from llm_check.sampling import sample
+from theory.errors import InputError
 
 BENCH_CONFIG = Qwen3Config(
     vocab_size=8192, hidden_size=512, intermediate_size=1536, num_hidden_layers=6,
@@ -56,10 +66,11 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def jax_train_step(config, lr=1e-4):
+def jax_train_step(config, lr=1e-4, **model_kw):
     """(step, graphdef, params, opt_state), where ``step(params, opt_state, ids, mask)`` returns
-    ``(params, opt_state, loss)`` and donates its inputs; ``nnx.merge(graphdef, params)`` is the model."""
-    model = Qwen3(config, rngs=nnx.Rngs(0))
+    ``(params, opt_state, loss)`` and donates its inputs; ``nnx.merge(graphdef, params)`` is the model.
+    ``model_kw`` go to ``Qwen3`` (dtype, attention, scan_layers, remat)."""
+    model = Qwen3(config, rngs=nnx.Rngs(0), **model_kw)
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adamw(lr)
 
@@ -166,17 +177,257 @@ def run(batch=4, seq=128, prompt=32, new_tokens=32, sample_batch=4, repeats=3, w
     return res
 
 
+# -- one device alone: python -m llm_check.bench --preset qwen3-0.6b -----------------------------
+
+# Dense bf16 tensor-core peaks (no sparsity), FLOP/s, matched in order against device_kind
+# (e.g. "NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H200", "NVIDIA A100-SXM4-80GB").
+PEAK_BF16_FLOPS = (
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),  # SXM
+    ("H200", 989e12),
+    ("A100", 312e12),
+)
+
+# Per preset: the model and the default shapes of the measured steps.
+DEVICE_PRESETS = {
+    # the paper's model; an SFT batch of 8 x 512, GRPO with 8 prompts x 8 completions of
+    # 128 tokens after 128-token prompts
+    "qwen3-0.6b": dict(batch=8, seq=512, prompts=8, group=8, prompt_len=128, new_tokens=128),
+    # CPU-sized (2 layers, hidden 64): the same code paths in seconds
+    "tiny": dict(batch=4, seq=64, prompts=2, group=4, prompt_len=16, new_tokens=16),
+}
+
+
+def peak_bf16_flops(device_kind: str) -> float | None:
+    """The device's dense bf16 peak in FLOP/s, or None if it is not in ``PEAK_BF16_FLOPS``."""
+    for key, peak in PEAK_BF16_FLOPS:
+        if key.lower() in device_kind.lower():
+            return peak
+    return None
+
+
+def matmul_params(config: Qwen3Config) -> int:
+    """Weights that take part in a matmul for every token: the layers' projections and the LM head
+    (the embedding matrix again when tied; the embedding lookup itself is not a matmul)."""
+    c = config
+    attn = c.hidden_size * c.head_dim * (2 * c.num_attention_heads + 2 * c.num_key_value_heads)
+    mlp = 3 * c.hidden_size * c.intermediate_size
+    return c.num_hidden_layers * (attn + mlp) + c.hidden_size * c.vocab_size
+
+
+def train_flops_per_token(config: Qwen3Config, seq: int) -> float:
+    """Model FLOPs of forward + backward per token at sequence length ``seq``: ``6 N`` for the
+    matmul weights plus ``12 L H d T`` for attention scores and values (the PaLM MFU convention:
+    no causal discount, no rematerialization counted)."""
+    c = config
+    return 6.0 * matmul_params(c) + 12.0 * c.num_hidden_layers * c.num_attention_heads * c.head_dim * seq
+
+
+def peak_memory() -> tuple[float, str]:
+    """(bytes, what): the first device's peak bytes in use where it reports memory statistics,
+    else this process's maximum resident set size."""
+    stats = None
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # backends without memory statistics
+        stats = None
+    if stats and "peak_bytes_in_use" in stats:
+        return float(stats["peak_bytes_in_use"]), "device peak bytes in use"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0, "process max RSS"
+
+
+def _timed_compile(fn, *args):
+    t0 = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    return compiled, time.perf_counter() - t0
+
+
+def _block(tree):
+    jax.tree.map(lambda x: x.block_until_ready() if hasattr(x, "block_until_ready") else x, tree)
+    return tree
+
+
+def device_bench(preset_name: str = "tiny", *, dtype: str | None = None, attention: str = "auto",
+                 scan_layers: bool | None = None, repeats: int = 3, seed: int = 0,
+                 **shape_overrides) -> dict:
+    """SFT step, rollout and GRPO step of ``preset_name`` on ``jax.devices()[0]``, random weights
+    and tokens (speed does not depend on them). Shapes: ``DEVICE_PRESETS`` overridden by
+    ``shape_overrides`` (batch, seq, prompts, group, prompt_len, new_tokens)."""
+    from llm_check import grpo
+    from llm_check.run_config import GRPOConfig
+
+    if preset_name not in DEVICE_PRESETS:
+        raise InputError(f"--preset {preset_name!r}: choose one of {', '.join(DEVICE_PRESETS)}")
+    shapes = dict(DEVICE_PRESETS[preset_name])
+    for k, v in shape_overrides.items():
+        if v is not None:
+            if k not in shapes:
+                raise InputError(f"device_bench: unknown shape {k!r}")
+            shapes[k] = int(v)
+    dev = jax.devices()[0]
+    on_gpu = dev.platform == "gpu"
+    dtype = dtype or ("bf16" if on_gpu else "f32")
+    if dtype not in ("bf16", "f32"):
+        raise InputError(f"--dtype {dtype!r}: choose bf16 or f32")
+    scan = on_gpu if scan_layers is None else bool(scan_layers)
+    cfg = preset(preset_name)
+    kw = dict(dtype=jnp.bfloat16 if dtype == "bf16" else jnp.float32, scan_layers=scan)
+    rng = np.random.default_rng(seed)
+    peak = peak_bf16_flops(dev.device_kind)
+    res = {"preset": preset_name, "device": dev.device_kind, "platform": dev.platform,
+           "num_devices": jax.device_count(), "jax": jax.__version__, "dtype": dtype,
+           "scan_layers": scan, "repeats": repeats, "peak_bf16_flops": peak, **shapes}
+
+    # -- SFT step: forward + backward + AdamW on [batch, seq], compiled explicitly
+    b, t = shapes["batch"], shapes["seq"]
+    ids = jnp.asarray(rng.integers(0, cfg.vocab_size, (b, t)), jnp.int32)
+    mask = jnp.ones((b, t), jnp.int32)
+    candidates = ([attention] if attention != "auto" else
+                  ["cudnn", "dot_product"] if on_gpu and dtype == "bf16" else ["einsum"])
+    errors = []
+    for att in candidates:  # "auto" on a GPU: cuDNN flash attention if it compiles here
+        try:
+            step, graphdef, params, opt_state = jax_train_step(cfg, attention=att, **kw)
+            sft, compile_s = _timed_compile(step, params, opt_state, ids, mask)
+            break
+        except Exception as e:  # noqa: BLE001  (an attention kernel this device cannot run)
+            if len(candidates) == 1 or att == candidates[-1]:
+                raise
+            errors.append(f"{att}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+    res["attention"] = att
+    if errors:
+        res["attention_fallback"] = errors
+    res["params"] = int(sum(x.size for x in jax.tree.leaves(params)))
+    state = [params, opt_state]
+
+    def sft_once():
+        state[0], state[1], loss = sft(state[0], state[1], ids, mask)
+        loss.block_until_ready()
+
+    sft_once()  # first run (allocations)
+    sft_s = _median_time(sft_once, repeats)
+    flops = train_flops_per_token(cfg, t) * b * t
+    res["sft"] = {"compile_s": compile_s, "step_s": sft_s, "tokens_per_s": b * t / sft_s,
+                  "model_flops": flops, "mfu": flops / sft_s / peak if peak else None}
+    res["sft"]["peak_memory_bytes"], res["memory_kind"] = peak_memory()
+
+    # -- GRPO: rollout (KV-cache sampling), reference log-probs, one clipped update
+    model = nnx.merge(graphdef, state[0])
+    gcfg = GRPOConfig(group_size=shapes["group"], prompts_per_step=shapes["prompts"],
+                      max_new_tokens=shapes["new_tokens"])
+    n, p, m = shapes["prompts"] * shapes["group"], shapes["prompt_len"], shapes["new_tokens"]
+    prompts = rng.integers(1, cfg.vocab_size, (shapes["prompts"], p)).astype(np.int32)
+    p_mask = np.ones_like(prompts)
+
+    def rollout():  # as grpo.rollout: one prefill per prompt, G completions; eos_id=-1: no early
+        # stop, so every row generates m tokens
+        return _block(sample(model, prompts, p_mask, jax.random.key(seed), max_new_tokens=m,
+                             temperature=gcfg.temperature, eos_id=-1, pad_id=0,
+                             repeat=shapes["group"]))
+
+    t0 = time.perf_counter()
+    out = rollout()
+    first = time.perf_counter() - t0
+    roll_s = _median_time(rollout, repeats)
+    tokens, attn, cmask = grpo.sequence_inputs(out, np.repeat(p_mask, shapes["group"], axis=0))
+    tokens, attn, cmask = jnp.asarray(tokens), jnp.asarray(attn), jnp.asarray(cmask)
+
+    lp_fn = grpo.make_completion_logprobs(graphdef, nnx.State({}), chunk_size=64)
+    lp_c, lp_compile = _timed_compile(lp_fn, state[0], tokens, attn, cmask)
+    ref_lp = _block(lp_c(state[0], tokens, attn, cmask))[0]
+    lp_s = _median_time(lambda: _block(lp_c(state[0], tokens, attn, cmask)), repeats)
+
+    rewards = jnp.asarray(rng.integers(0, 2, n), jnp.float32)
+    adv = grpo.group_advantages(rewards.reshape(-1, shapes["group"]), baseline="loo",
+                                std_normalize=False).reshape(-1)
+    tx = optax.adamw(1e-6)
+    gstep = grpo.make_grpo_step(graphdef, nnx.State({}), tx, gcfg, chunk_size=64)
+    g_opt = tx.init(state[0])
+    g_args = (state[0], g_opt, tokens, attn, cmask, None, ref_lp, adv)
+    g_c, g_compile = _timed_compile(gstep, *g_args)
+    upd = lambda: _block(g_c(*g_args))  # noqa: E731  (not donated: the same inputs every time)
+    upd()
+    upd_s = _median_time(upd, repeats)
+    seq_len = p + m
+    g_flops = train_flops_per_token(cfg, seq_len) * n * seq_len
+    res["grpo"] = {
+        "rollouts": n, "rollout_s": roll_s, "rollout_tokens_per_s": n * m / roll_s,
+        "rollout_compile_s": first - roll_s,  # first call (compiles prefill + decode) - steady
+        "ref_logprobs_s": lp_s, "ref_logprobs_compile_s": lp_compile,
+        "update_s": upd_s, "update_compile_s": g_compile,
+        "update_tokens_per_s": n * seq_len / upd_s, "update_model_flops": g_flops,
+        "update_mfu": g_flops / upd_s / peak if peak else None,
+        "step_s": roll_s + lp_s + upd_s, "tokens_per_s": n * seq_len / (roll_s + lp_s + upd_s),
+        "compile_s": first - roll_s + lp_compile + g_compile,
+    }
+    res["grpo"]["peak_memory_bytes"], _ = peak_memory()
+    return res
+
+
+def _pct(x):
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def print_device_bench(r: dict) -> None:
+    peak = "n/a" if r["peak_bf16_flops"] is None else f"{r['peak_bf16_flops'] / 1e12:.0f} TFLOP/s"
+    print(f"{r['preset']}: {r['params'] / 1e6:.1f}M params, {r['dtype']} compute, f32 master weights, "
+          f"attention={r['attention']}, scan_layers={r['scan_layers']}; device {r['device']} "
+          f"({r['platform']}), bf16 peak {peak}; medians of {r['repeats']}")
+    for e in r.get("attention_fallback", []):
+        print(f"  (attention fallback: {e})")
+    s, g = r["sft"], r["grpo"]
+    gib = 2.0 ** 30
+    print(f"SFT step   [{r['batch']} x {r['seq']}]: {s['step_s'] * 1e3:9.1f} ms  "
+          f"{s['tokens_per_s']:10.0f} tokens/s  MFU {_pct(s['mfu'])}  "
+          f"compile {s['compile_s']:.1f} s  peak memory {s['peak_memory_bytes'] / gib:.2f} GiB")
+    print(f"GRPO step  [{g['rollouts']} rollouts x ({r['prompt_len']}+{r['new_tokens']})]: "
+          f"{g['step_s'] * 1e3:9.1f} ms  {g['tokens_per_s']:10.0f} tokens/s  "
+          f"compile {g['compile_s']:.1f} s  peak memory {g['peak_memory_bytes'] / gib:.2f} GiB")
+    print(f"  rollout      {g['rollout_s'] * 1e3:9.1f} ms  {g['rollout_tokens_per_s']:10.0f} "
+          f"rollout tokens/s  (compile {g['rollout_compile_s']:.1f} s)")
+    print(f"  ref logprobs {g['ref_logprobs_s'] * 1e3:9.1f} ms  (compile {g['ref_logprobs_compile_s']:.1f} s)")
+    print(f"  update       {g['update_s'] * 1e3:9.1f} ms  {g['update_tokens_per_s']:10.0f} tokens/s  "
+          f"MFU {_pct(g['update_mfu'])}  (compile {g['update_compile_s']:.1f} s)")
+    print(f"(peak memory: {r['memory_kind']}, cumulative over the run; MFU: model FLOPs "
+          "6N + 12LHdT per token over the bf16 peak)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m llm_check.bench", description=__doc__.split("\n")[0])
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--prompt", type=int, default=32)
-    ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--sample-batch", type=int, default=4)
+    # defaults: 4, 128, 32, 32, 4 and 3 for the comparison; DEVICE_PRESETS and 3 with --preset
+    ap.add_argument("--batch", type=int)
+    ap.add_argument("--seq", type=int)
+    ap.add_argument("--prompt", type=int, help="prompt length of the sampling comparison")
+    ap.add_argument("--new-tokens", type=int)
+    ap.add_argument("--sample-batch", type=int)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    dev = ap.add_argument_group("one device alone (--preset; no torch)")
+    dev.add_argument("--preset", choices=sorted(DEVICE_PRESETS),
+                     help="measure SFT and GRPO steps of this preset on jax.devices()[0]")
+    dev.add_argument("--dtype", choices=("bf16", "f32"), help="compute dtype (default: bf16 on GPU, "
+                     "f32 elsewhere)")
+    dev.add_argument("--attention", choices=("auto", *ATTENTION), default="auto",
+                     help="auto: cudnn (falling back to dot_product) on a GPU in bf16, else einsum")
+    dev.add_argument("--scan-layers", choices=("auto", "on", "off"), default="auto",
+                     help="auto: on for a GPU, off elsewhere")
+    for name in ("prompts", "group", "prompt-len"):
+        dev.add_argument(f"--{name}", type=int)
     a = ap.parse_args(argv)
-    r = run(a.batch, a.seq, a.prompt, a.new_tokens, a.sample_batch, a.repeats)
+    if a.preset:
+        shapes = {k: getattr(a, k) for k in ("batch", "seq", "prompts", "group", "prompt_len",
+                                             "new_tokens")}
+        r = device_bench(a.preset, dtype=a.dtype, attention=a.attention,
+                         scan_layers=None if a.scan_layers == "auto" else a.scan_layers == "on",
+                         repeats=a.repeats, **shapes)
+        if a.json:
+            print(json.dumps(r, indent=2))
+        else:
+            print_device_bench(r)
+        return 0
+    r = run(a.batch or 4, a.seq or 128, a.prompt or 32, a.new_tokens or 32, a.sample_batch or 4,
+            a.repeats)
     if a.json:
         print(json.dumps(r, indent=2))
         return 0

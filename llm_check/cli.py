@@ -1,6 +1,6 @@
 """``coupling llm ...``: run the confirmation pipeline, evaluate a checkpoint, sweep the step size.
 
-    coupling llm run   [--model tiny|PATH] [--order sft-rl|rl-sft|both] [--task builtin|cola:DIR|
+    coupling llm run   [--model tiny|PATH] [--order sft_then_rl|rl_then_sft|both] [--task builtin|cola:DIR|
                        jsonl:FILE] [--out DIR] [--seeds N|LIST] [--mesh SPEC] [--resume] ...
     coupling llm eval  --model PATH [--task ...]       held-out SFT loss and rewards of a checkpoint
     coupling llm sweep-lr [--lrs LIST] ...             local second-order prediction vs step size
@@ -172,7 +172,8 @@ def _parser(config=None) -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="base -> SFT -> RL and base -> RL -> SFT, with a report")
     _add_run_flags(run, d)
-    run.add_argument("--order", default=d.order, help="sft-rl | rl-sft | both")
+    run.add_argument("--order", default=d.order, help="sft_then_rl | rl_then_sft | both "
+                     "(sft-rl and rl-sft: deprecated spellings)")
     run.add_argument("--out", default=None, help="output folder (default: llm_runs/<time>)")
     run.add_argument("--seeds", default=str(len(d.seeds)), help="a count (3) or a list (0,5,7)")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -213,7 +214,8 @@ def _parser(config=None) -> argparse.ArgumentParser:
 
 def config_from_args(a) -> RunConfig:
     """The RunConfig of ``coupling llm run``'s arguments, validated."""
-    from llm_check.run_config import GRPOConfig, OptimConfig, RunConfig, grpo_setting
+    from llm_check.run_config import (ORDER_ALIASES, GRPOConfig, OptimConfig, RunConfig,
+                                      grpo_setting)
 
     d = RunConfig()
     base_steps = a.base_steps if a.base_steps is not None else (d.base_steps
@@ -238,7 +240,8 @@ def config_from_args(a) -> RunConfig:
                            b2=getattr(a, f"{stage}_adam_b2"), **kw)
 
     cfg = RunConfig(
-        model=a.model, task=a.task, order=getattr(a, "order", d.order), seeds=_seeds(a.seeds),
+        model=a.model, task=a.task, seeds=_seeds(a.seeds),
+        order=ORDER_ALIASES.get(getattr(a, "order", d.order), getattr(a, "order", d.order)),
         eps=getattr(a, "eps", d.eps),
         max_operand=a.max_operand, n_train=a.n_train, n_heldout=a.n_heldout,
         heldout_fraction=a.heldout_fraction,

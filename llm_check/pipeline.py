@@ -350,7 +350,7 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
                 "local/dce_measured": ce1 - ce0,
                 "local/dce_linear": float(lin),
                 "local/dce_pred": float(lin) + float(quad),
-                "sft/ce_pred": ce0 + float(lin) + float(quad),
+                "local/ce_pred": ce0 + float(lin) + float(quad),
                 "grad/cos_ce_rl": float(ctx.fns.cos(grad_ce, grad_j)),
             })
         return params, opt_state, row
@@ -419,7 +419,7 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
             pred = {"pred/reward": expert_share(ctx.task)}
     step_fn = (rl_step_fn(ctx, ref, step) if stage == "rl"
                else sft_step_fn(ctx, ctx.train if stage == "sft" else ctx.fmt, step, stage))
-    tag = {"seed": ctx.seed, "run": label, "stage": stage}
+    tag = {"seed": ctx.seed, "order": label, "stage": stage}
     params, first = start_params, 1
     found = ckpt.latest_checkpoint(os.path.join(folder, "ckpt")) if resume else None
     if found:
@@ -445,13 +445,13 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
                 root = os.path.join(folder, "ckpt")
                 ckpt.save_checkpoint(ckpt.step_dir(root, k),
                                      {"params": params, "opt_state": opt_state},
-                                     {"step": k, "stage": stage, "run": label, "seed": ctx.seed,
+                                     {"step": k, "stage": stage, "order": label, "seed": ctx.seed,
                                       "key": np.asarray(jax.random.key_data(
                                           _key(ctx.seed, stage, k))).tolist()})
                 ckpt.prune_checkpoints(root, keep=1)
         bar.close()
     ckpt.save_checkpoint(final, {"params": params},
-                         {"step": n_steps, "stage": stage, "run": label, "seed": ctx.seed,
+                         {"step": n_steps, "stage": stage, "order": label, "seed": ctx.seed,
                           "model_config": ctx.model_config.to_hf(), "tokenizer": cfg.model})
     shutil.rmtree(os.path.join(folder, "ckpt"), ignore_errors=True)
     return params

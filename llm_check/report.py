@@ -61,7 +61,7 @@ PAIRS = {
 
 
 def _stage_rows(rows, seed, run, stage):
-    return [r for r in rows if r["seed"] == seed and r["run"] == run and r["stage"] == stage]
+    return [r for r in rows if r["seed"] == seed and r["order"] == run and r["stage"] == stage]
 
 
 def _evals(rows, key):
@@ -226,8 +226,8 @@ def plot(cfg, rows: list[dict], summary: dict, out: str) -> list[str]:
         if "pred/ce_change" in ev[0]:
             ax.axhline(ev[0][key] + ev[0]["pred/ce_change"], color=line.get_color(), lw=0.8,
                        ls=":", label=f"predicted at the fixed point, seed {s}")
-        loc = [r for r in rl if "sft/ce_pred" in r]
-        ax.plot([r["step"] for r in loc], [r["sft/ce_pred"] for r in loc], "x", ms=5,
+        loc = [r for r in rl if "local/ce_pred" in r]
+        ax.plot([r["step"] for r in loc], [r["local/ce_pred"] for r in loc], "x", ms=5,
                 color=line.get_color(), label=f"held-out CE: local 2nd-order prediction, seed {s}")
     ax.set(xlabel="RL step (after SFT)", ylabel="SFT loss (nats/response)",
            title="SFT then RL: CE on the expert responses")

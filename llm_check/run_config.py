@@ -28,8 +28,10 @@ KL_ESTIMATORS = ("k1", "k2", "k3")
 KL_MODES = ("reward", "loss")
 BASELINES = ("mean", "loo")
 AGGREGATIONS = ("seq_mean_token_mean", "token_mean", "fixed_length")
-ORDERS = {"sft-rl": ("sft_then_rl",), "rl-sft": ("rl_then_sft",),
+ORDERS = {"sft_then_rl": ("sft_then_rl",), "rl_then_sft": ("rl_then_sft",),
           "both": ("sft_then_rl", "rl_then_sft")}
+# Spellings of earlier releases, still accepted by --order (deprecated).
+ORDER_ALIASES = {"sft-rl": "sft_then_rl", "rl-sft": "rl_then_sft"}
 STAGES = {"sft_then_rl": ("sft", "rl"), "rl_then_sft": ("rl", "sft")}
 
 # The estimator flags each named setting fixes (module docstring).
@@ -191,7 +193,7 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         if self.order not in ORDERS:
-            raise InputError(f"setting --order {self.order!r}: choose sft-rl, rl-sft or both")
+            raise InputError(f"setting --order {self.order!r}: choose sft_then_rl, rl_then_sft or both")
         if not self.seeds:
             raise InputError("setting --seeds: needs at least one seed")
         if len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:

@@ -161,13 +161,18 @@ def load_config(path) -> Qwen3Config:
         raise InputError(f"{path}: no config.json")
     d = _read_json(cfg_path)
     try:
-        return Qwen3Config.from_hf(d, source=str(cfg_path))
+        config = Qwen3Config.from_hf(d, source=str(cfg_path))
     except InputError as e:  # Qwen3Config's own checks say "config: ..."; name the file instead
         msg = str(e)
         raise InputError(f"{cfg_path}: {msg.removeprefix('config: ')}" if msg.startswith("config: ")
                          else msg) from None
     except (TypeError, ValueError, OverflowError) as e:  # e.g. rope_theta that is not a number
         raise InputError(f"{cfg_path}: bad field value ({e})") from None
+    for field in ("rope_theta", "rms_norm_eps"):  # Qwen3Config checks > 0, which lets inf through
+        if not math.isfinite(getattr(config, field)):
+            raise InputError(f"{cfg_path}: field {field!r} must be a finite number, got "
+                             f"{getattr(config, field)!r}")
+    return config
 
 
 def _read_json(path: Path):

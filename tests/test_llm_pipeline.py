@@ -62,7 +62,7 @@ def test_outputs_and_summary(reference_run):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     rows = _rows(os.path.join(out, "metrics.jsonl"))
     # one row a step, plus the step-0 evaluation of each stage: base 3, SFT 4, RL 4
-    assert [(r["run"], r["stage"], r["step"]) for r in rows] == (
+    assert [(r["order"], r["stage"], r["step"]) for r in rows] == (
         [("base", "base", k) for k in range(4)] + [("sft_then_rl", "sft", k) for k in range(5)]
         + [("sft_then_rl", "rl", k) for k in range(5)]
         + [("rl_then_sft", "rl", k) for k in range(5)]
@@ -70,11 +70,11 @@ def test_outputs_and_summary(reference_run):
     rl = [r for r in rows if r["stage"] == "rl" and r["step"] > 0]
     for key in ("reward", "reward_std", "frac_reward_zero_std", "kl", "kl_seq", "entropy",
                 "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean",
-                "completions/mean_length", "grad/cos_ce_rl", "sft/ce_pred", "local/dce_pred"):
+                "completions/mean_length", "grad/cos_ce_rl", "local/ce_pred", "local/dce_pred"):
         assert all(key in r for r in rl), key
     first_rl = [r for r in rows if r["stage"] == "rl" and r["step"] == 0]
     assert all("pred/ce_change" in r and "exact/target_gap" in r for r in first_rl)
-    first_sft = [r for r in rows if r["run"] == "rl_then_sft" and r["stage"] == "sft"][0]
+    first_sft = [r for r in rows if r["order"] == "rl_then_sft" and r["stage"] == "sft"][0]
     assert 0 < first_sft["pred/reward"] < 1
     s = json.load(open(os.path.join(out, "summary.json")))
     assert s == json.loads(json.dumps(summary))
@@ -96,7 +96,7 @@ def test_local_second_order_prediction_matches_small_steps(reference_run):
           if r["stage"] == "rl" and "local/dce_pred" in r]
     assert len(rl) == 8  # 4 steps in each order
     for r in rl:
-        assert math.isclose(r["sft/ce_pred"], r["local/ce_before"] + r["local/dce_pred"],
+        assert math.isclose(r["local/ce_pred"], r["local/ce_before"] + r["local/dce_pred"],
                             rel_tol=1e-9)
         # the measured change is O(delta^3) away from the prediction; tiny lr, tiny delta
         assert abs(r["local/dce_pred"] - r["local/dce_measured"]) <= (
@@ -166,7 +166,7 @@ def _synthetic_rows(seed, ce_before, ce_after, r_before, r_after, pred=0.5, gap=
     for run, stages in (("sft_then_rl", ("sft", "rl")), ("rl_then_sft", ("rl", "sft"))):
         for stage in stages:
             for step in (0, 1, 2):
-                row = {"seed": seed, "run": run, "stage": stage, "step": step}
+                row = {"seed": seed, "order": run, "stage": stage, "step": step}
                 if run == "sft_then_rl" and stage == "rl":
                     row["exact/ce"] = row["sft/ce_heldout"] = ce_before if step == 0 else ce_after
                     row["exact/target_gap"] = 0.3 if step == 0 else gap
@@ -180,7 +180,7 @@ def _synthetic_rows(seed, ce_before, ce_after, r_before, r_after, pred=0.5, gap=
                 if stage == "rl" and step > 0:
                     row.update({"local/dce_pred": 0.11, "local/dce_measured": 0.1,
                                 "local/ce_before": 0.9, "grad/cos_ce_rl": -0.5,
-                                "sft/ce_pred": 1.0})
+                                "local/ce_pred": 1.0})
                 rows.append(row)
     return rows
 

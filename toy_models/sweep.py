@@ -249,7 +249,7 @@ def sweep(out_dir: str | Path, seed: int = 0) -> list[str]:
         }
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         with open(tmp / "metrics.jsonl", "w") as fh:
-            for order, m in (("sft-rl", m_fwd), ("rl-sft", m_rev)):
+            for order, m in (("sft_then_rl", m_fwd), ("rl_then_sft", m_rev)):
                 for s in range(m["step"].shape[1]):
                     row = {"order": order, **{k: (int(v[0, s]) if k in ("step", "stage") else float(v[0, s]))
                                               for k, v in m.items()}}
