@@ -338,7 +338,8 @@ def _numeric(step: Step, values: dict, size: int) -> tuple[bool, str]:
             point = {str(s): round(float(v[k]), 4) for s, v in values.items()
                      if s in set().union(*[sp.sympify(e).free_symbols
                                            for e in _entries(step.lhs) + _entries(step.rhs)])}
-            return False, f"violated at a random point {point} (slack {slack:.3e})"
+            return False, (f"violated at a random point {point} (slack {slack:.3e}): "
+                           f"lhs = {float(np.min(lhs[:, k])):.6g}, rhs = {float(np.max(rhs[:, k])):.6g}")
         return True, f"holds at {size} points (min slack {slack:.1e})"
     if step.kind == "series":
         # g(h) = (lhs - rhs)/h^order must stay bounded as h -> 0: |g(0.005)| <= 1.5 max |g(h)|
