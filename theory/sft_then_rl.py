@@ -4,15 +4,16 @@ Claims: ``thm31.identity`` [paper, generalized], ``thm31.c1`` [paper], ``thm31.b
 ``thm31.local`` [corrected], ``threshold.kl`` [reconstructed].
 
 Simplifications:
-- identities are checked for n = 2, 3, 4 responses with one prompt and n = 2 or 3 with two
-  prompts; the weight of a lone prompt is a free positive symbol (every identity is linear in it);
+- identities are proved for any n and any number of prompts with symbolic sums (``theory.sums``),
+  and also checked for n = 2, 3, 4 responses with one prompt and n = 2 or 3 with two prompts as
+  cross-checks; the weight of a lone prompt is a free positive symbol (every identity is linear in it);
 - expansions are posed in moment coordinates (docs/theory.md §8): a series of
   ``log(1 + m1 t + m2 t^2/2 + m3 t^3/6)`` in ``t = 1/beta``, plus an exact check that the moments
   are those of the actual distribution; a direct series on a 2-response instance cross-checks it;
 - the small-beta limit is posed in gap coordinates ``r_y = r* - g_y`` (g_y >= 0), where sympy's
   ``limit`` is immediate;
-- Jensen's inequality (C1 >= 0) and "RL from a reward-maximal expert never hurts" are stated
-  symbolically and checked numerically at random points.
+- C1 >= 0 (through h(u) = u - 1 - log u >= 0), C1 decreasing in beta (f'' = Var of the tilt) and
+  "RL from a reward-maximal expert never hurts" are proved for any n, not sampled.
 
 Each check takes the claimed statement as a parameter (the true one by default).
 """

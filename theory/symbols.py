@@ -9,8 +9,9 @@ Conventions (docs/theory.md §1):
 - Rewards, logits and directions are real; step sizes, KL weights, curvatures are positive.
 - ``t`` stands for ``1/beta`` in series and limits (large-beta and small-beta expansions).
 
-Simplification: only finite, small instances (n = 2..4 responses, 1..2 prompts) are built; a
-statement "for all n" is checked on these sizes, not proved for every n.
+Sizes: the symbols here build finite instances (n = 2..4 responses, 1..2 prompts). Statements for
+every n are proved separately with symbolic sums (``theory.generic``, ``theory.sums``); the finite
+instances cross-check them.
 """
 
 from __future__ import annotations
