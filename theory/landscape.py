@@ -4,9 +4,10 @@ Claims (docs/theory.md §5, all [reconstructed]: the v2 formulas are unknown): `
 ``pl.displacement``, ``pl.degradation``, ``pl.duration``, ``pl.threshold``,
 ``spectral.kantorovich``, ``spectral.topk``.
 
-The algebra of each bound (integrals, optimality of T*, the threshold's rearrangement, the
-2-D Kantorovich extremum, the top-k decomposition) is checked exactly. The bounds themselves
-are inequalities about a whole function class; they are checked numerically on the instances
+The lemma skeleton of each PL bound (Gronwall on an abstract gap, the descent lemma, PL) is checked
+as algebra on symbols, and every stated constant is pinned by an equality, so a weaker but true
+constant fails. spectral.kantorovich and spectral.topk are proved in any dimension (symbolic sums).
+The PL bounds themselves are inequalities about a whole function class; they are sampled on the instances
 where the gradient flow has a closed form: a concave quadratic J with Hessian eigenvalues
 mu <= lambda_2 = ell (2-D, so PL with mu and ell-smooth), started at theta_0 with coordinates
 (c1, c2) relative to its maximizer, and a convex quadratic L minimized at theta_0 with a rotated
