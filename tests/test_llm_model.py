@@ -174,3 +174,100 @@ def test_qwen3_06b_preset_forward_and_training_step_on_cpu():
     assert np.isfinite(np.asarray(lp)).all()
     np.testing.assert_allclose(-float(lp.mean()), float(loss0), rtol=1e-4, atol=0)
     assert float(loss1) < float(loss0)  # one AdamW step on the same batch lowers its loss
+
+
+# -- attention through jax.nn.dot_product_attention, and the layer scan -------------------------
+
+# the odd shapes: GQA ratio 3 (6 query heads on 2 key/value heads), head_dim 20 != 48 / 6, 3 layers
+ODD = dataclasses.replace(CFG, hidden_size=48, num_attention_heads=6, num_key_value_heads=2,
+                          head_dim=20, num_hidden_layers=3)
+
+
+def odd_batch(seed=1):
+    """Left-padded rows and one right-padded row (pad queries and pad keys on both sides)."""
+    ids = jax.random.randint(jax.random.key(seed), (4, T), 0, ODD.vocab_size, dtype=jnp.int32)
+    mask = np.ones((4, T), np.int32)
+    mask[1, :3] = 0
+    mask[2, :6] = 0
+    mask[3, 7:] = 0  # right padding
+    return ids, jnp.asarray(mask)
+
+
+def decode_all(model, ids, mask, p):
+    """Prefill columns [0, p) into the KV cache, then decode one column at a time: logits [B, T, V]."""
+    b, t = ids.shape
+    mask = mask.at[:, p - 1].set(1)
+    key_mask = jnp.concatenate([mask[:, :p], jnp.ones((b, t - p), jnp.int32)], axis=1)
+    positions = default_positions(mask)
+
+    @nnx.jit
+    def step(model, tok, pos, cache, slot):
+        h, cache = model.forward_cached(tok, pos, key_mask, cache, slot)
+        return model.logits(h), cache
+
+    logits, cache = step(model, ids[:, :p], positions[:, :p], model.init_cache(b, t), 0)
+    out = [logits]
+    for i in range(p, t):
+        logits, cache = step(model, ids[:, i:i + 1], positions[:, i:i + 1], cache, i)
+        out.append(logits)
+    return jnp.concatenate(out, axis=1), mask
+
+
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scan"])
+def test_dot_product_attention_matches_the_einsum_path_on_odd_shapes(scan):
+    ids, mask = odd_batch()
+    ref_model = make_model(ODD)
+    model = make_model(ODD, attention="dot_product", scan_layers=scan)
+    ref, out = forward(ref_model, ids, mask), forward(model, ids, mask)
+    assert np.abs(np.asarray(ref)).mean() > 0.5
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)  # every position, pads included
+    ref_dec, m = decode_all(ref_model, ids, mask, p=6)
+    out_dec, _ = decode_all(model, ids, mask, p=6)
+    np.testing.assert_allclose(out_dec, ref_dec, rtol=0, atol=1e-5)
+    # and the cache path still computes the cache-free logits at real tokens
+    real = np.asarray(m).astype(bool)
+    np.testing.assert_allclose(np.asarray(out_dec)[real], np.asarray(forward(model, ids, m))[real],
+                               rtol=0, atol=2e-5)
+
+
+def test_dot_product_attention_in_bf16_stays_close_to_the_einsum_path():
+    ids, mask = odd_batch()
+    ref = forward(make_model(ODD, dtype=jnp.bfloat16), ids, mask)
+    out = forward(make_model(ODD, dtype=jnp.bfloat16, attention="dot_product"), ids, mask)
+    assert out.dtype == jnp.float32
+    # the same bf16 matmuls with float32 scores and softmax on both sides: equal up to rounding
+    assert np.abs(np.asarray(out - ref)).max() < 0.02 * np.abs(np.asarray(ref)).max()
+
+
+def test_scanned_layers_hold_the_same_weights_stacked_and_give_the_same_logits_and_grads():
+    ids, mask = odd_batch(seed=2)
+    unrolled = make_model(ODD)
+    scanned = make_model(ODD, scan_layers=True)
+    q = scanned.layers.self_attn.q_proj.kernel[...]
+    assert q.shape == (3, 48, 6 * 20)
+    for i in range(3):
+        np.testing.assert_array_equal(q[i], unrolled.layers[i].self_attn.q_proj.kernel[...])
+    ref, out = forward(unrolled, ids, mask), forward(scanned, ids, mask)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5)
+    ref_dec, _ = decode_all(unrolled, ids, mask, p=5)
+    out_dec, _ = decode_all(scanned, ids, mask, p=5)
+    np.testing.assert_allclose(out_dec, ref_dec, rtol=0, atol=1e-5)
+
+    grad = nnx.jit(nnx.value_and_grad(_ce))
+    l_ref, g_ref = grad(unrolled, ids, mask)
+    for model in (scanned, make_model(ODD, scan_layers=True, remat=True)):
+        l_out, g_out = grad(model, ids, mask)
+        np.testing.assert_allclose(l_out, l_ref, rtol=1e-6, atol=0)
+        for i in range(3):
+            np.testing.assert_allclose(g_out.layers.mlp.down_proj.kernel[...][i],
+                                       g_ref.layers[i].mlp.down_proj.kernel[...],
+                                       rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(g_out.embed_tokens[...], g_ref.embed_tokens[...],
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_an_unknown_attention_implementation_is_rejected():
+    from theory.errors import InputError
+
+    with pytest.raises(InputError, match="attention='flash'"):
+        make_model(attention="flash")

@@ -234,3 +234,44 @@ def test_the_cli_reports_a_bad_checkpoint_in_one_line(saved, tmp_path):
     assert code == 2, err.getvalue()
     assert "model.norm.weight" in err.getvalue() and "is missing" in err.getvalue()
     assert len(err.getvalue().strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("cfg", [CFG, UNTIED], ids=["tied", "untied"])
+def test_scanned_layers_load_and_save_the_same_hf_tensors(cfg, tmp_path):
+    """A model with ``scan_layers=True`` stacks layer i at index i: HF -> scanned -> HF is
+    bit-exact, and it computes the unrolled model's logits."""
+    model = random_model(cfg)
+    save_pretrained(model, cfg, tmp_path / "unrolled")
+    scanned, _ = load_pretrained(tmp_path / "unrolled", scan_layers=True)
+    assert scanned.scan_layers
+    p, q = params(model), params(scanned)
+    for i in range(cfg.num_hidden_layers):
+        np.testing.assert_array_equal(q[("layers", "mlp", "up_proj", "kernel")][i],
+                                      p[("layers", i, "mlp", "up_proj", "kernel")])
+        np.testing.assert_array_equal(q[("layers", "self_attn", "k_norm", "weight")][i],
+                                      p[("layers", i, "self_attn", "k_norm", "weight")])
+    save_pretrained(scanned, cfg, tmp_path / "scanned")
+    a, b = tensors_of(tmp_path / "unrolled" / "model.safetensors"), \
+        tensors_of(tmp_path / "scanned" / "model.safetensors")
+    assert sorted(a) == sorted(b)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    back, _ = load_pretrained(tmp_path / "scanned")  # and into the unrolled layout again
+    assert params(back).keys() == p.keys()
+    for k in p:
+        np.testing.assert_array_equal(params(back)[k], p[k])
+    ids = jax.random.randint(jax.random.key(0), (2, 7), 0, cfg.vocab_size)
+    np.testing.assert_allclose(scanned(ids), model(ids), rtol=0, atol=1e-5)
+
+
+def test_a_bad_layer_tensor_is_reported_by_name_when_loading_scanned(saved, tmp_path):
+    _, folder = saved
+    t = tensors_of(folder / "model.safetensors")
+    t["model.layers.1.self_attn.k_proj.weight"] = t["model.layers.1.self_attn.k_proj.weight"][:8]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text((folder / "config.json").read_text())
+    write_safetensors(bad / "model.safetensors", t)
+    with pytest.raises(InputError, match=r"tensor 'model.layers.1.self_attn.k_proj.weight' has "
+                                         r"shape \(8, 32\), expected \(32, 32\)"):
+        load_pretrained(bad, scan_layers=True)

@@ -1,0 +1,69 @@
+"""``python -m llm_check.bench --preset tiny``: the one-device measurement, on CPU at tiny size, and
+the pieces its figures come from (bf16 peak table, model FLOPs, peak memory)."""
+
+from __future__ import annotations
+
+import jax
+import pytest
+from flax import nnx
+
+from llm_check import bench
+from llm_check.config import preset
+from llm_check.model import Qwen3
+from theory.errors import InputError
+
+pytestmark = pytest.mark.usefixtures("f32")
+
+
+@pytest.mark.parametrize("kind, peak", [
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H200", 989e12),
+    ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA A100 80GB PCIe", 312e12), ("cpu", None),
+    ("NVIDIA GeForce RTX 4090", None)])
+def test_bf16_peak_by_device_kind(kind, peak):
+    assert bench.peak_bf16_flops(kind) == peak
+
+
+@pytest.mark.parametrize("name", ["tiny", "qwen3-0.6b"])
+def test_matmul_params_are_the_layer_kernels_plus_the_lm_head(name):
+    cfg = preset(name)
+    abstract = nnx.eval_shape(lambda: Qwen3(cfg, rngs=nnx.Rngs(0)))
+    kernels = sum(int(v.size) for p, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param))
+                  if p[-1] == "kernel")
+    assert bench.matmul_params(cfg) == kernels + cfg.hidden_size * cfg.vocab_size  # tied head
+    if name == "qwen3-0.6b":  # 0.44B non-embedding weights + the 0.16B head (docs/qwen3.md)
+        assert bench.matmul_params(cfg) == 596_049_920 - 1024 * (2 * 28 + 1) - 2 * 128 * 28
+
+
+def test_device_bench_on_cpu_at_tiny_size(capsys, monkeypatch):
+    r = bench.device_bench("tiny", repeats=1, batch=2, seq=16, prompts=2, group=2, prompt_len=4,
+                           new_tokens=3, scan_layers=True, attention="dot_product")
+    assert r["platform"] == "cpu" and r["peak_bf16_flops"] is None
+    assert r["attention"] == "dot_product" and r["scan_layers"] and r["dtype"] == "f32"
+    s, g = r["sft"], r["grpo"]
+    assert s["mfu"] is None and g["update_mfu"] is None
+    assert s["tokens_per_s"] == pytest.approx(2 * 16 / s["step_s"])
+    assert g["rollouts"] == 4 and g["rollout_tokens_per_s"] == pytest.approx(4 * 3 / g["rollout_s"])
+    assert s["model_flops"] == pytest.approx(bench.train_flops_per_token(preset("tiny"), 16) * 32)
+    for x in (s["compile_s"], g["compile_s"], g["update_compile_s"], s["step_s"], g["update_s"]):
+        assert x > 0
+    assert g["peak_memory_bytes"] >= s["peak_memory_bytes"] > 50e6  # RSS of a process with JAX
+    assert r["memory_kind"] == "process max RSS"
+
+    # the command line: flags reach device_bench, and the report prints every figure
+    seen = {}
+    monkeypatch.setattr(bench, "device_bench", lambda name, **kw: seen.update(kw, name=name) or r)
+    assert bench.main(["--preset", "tiny", "--repeats", "1", "--batch", "2", "--seq", "16",
+                       "--prompts", "2", "--group", "2", "--prompt-len", "4", "--new-tokens", "3",
+                       "--scan-layers", "on", "--attention", "dot_product"]) == 0
+    assert seen == dict(name="tiny", dtype=None, attention="dot_product", scan_layers=True,
+                        repeats=1, batch=2, seq=16, prompts=2, group=2, prompt_len=4, new_tokens=3)
+    out = capsys.readouterr().out
+    assert "MFU n/a" in out and "rollout tokens/s" in out and "process max RSS" in out
+    assert f"{s['tokens_per_s']:10.0f} tokens/s" in out and "compile" in out
+
+
+def test_device_bench_rejects_unknown_presets_and_shapes():
+    with pytest.raises(InputError, match="preset 'qwen3-7b'"):
+        bench.device_bench("qwen3-7b")
+    with pytest.raises(InputError, match="unknown shape 'width'"):
+        bench.device_bench("tiny", width=3)
