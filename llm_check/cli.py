@@ -192,10 +192,15 @@ def _parser(config=None) -> argparse.ArgumentParser:
     sw.add_argument("--resume", action="store_true", help="skip the runs --out already holds")
     sw.add_argument("--config", default=None, help="the run settings shared by every run of the "
                     "sweep (config.json or TOML); flags given here override them")
+    sw.add_argument("--rl-then-sft-rl-steps", type=int, default=100,
+                    help="RL steps before the SFT of the rl_then_sft runs (the prediction is "
+                    "about the SFT, so their RL need not reach its fixed point)")
+    from llm_check.run_config import sweep_run_config
+
+    sweep_defaults = _config_defaults(config or sweep_run_config())
+    sw.set_defaults(**{k: v for k, v in sweep_defaults.items() if k not in ("eps", "seeds")})
     if config is not None:
-        defaults = _config_defaults(config)
-        run.set_defaults(**defaults)
-        sw.set_defaults(**{k: v for k, v in defaults.items() if k != "eps"})
+        run.set_defaults(**_config_defaults(config))
 
     ev = sub.add_parser("eval", help="held-out SFT loss and rewards of a checkpoint")
     _add_common(ev)
@@ -246,7 +251,7 @@ def config_from_args(a) -> RunConfig:
         max_operand=a.max_operand, n_train=a.n_train, n_heldout=a.n_heldout,
         heldout_fraction=a.heldout_fraction,
         eval_rows=a.eval_rows, eval_samples=a.eval_samples, base_steps=base_steps,
-        sampled_eval=a.sampled_eval if a.sampled_eval is not None else a.cmd != "sweep",
+        sampled_eval=a.sampled_eval if a.sampled_eval is not None else True,
         base_p_correct=a.base_p_correct, init_std=a.init_std,
         base_optim=optim("base", base_steps),
         sft_steps=a.sft_steps, sft_batch=a.sft_batch, grad_accum=a.grad_accum,
@@ -333,7 +338,8 @@ def _cmd_sweep_grid(a) -> int:
     sc = SweepConfig(betas=floats(a.betas, "betas"), eps=floats(a.eps_list, "eps"),
                      seeds=_seeds(a.seeds),
                      settings=tuple(x.strip() for x in a.settings.split(",") if x.strip()),
-                     run=config_from_args(a)).validate()
+                     run=config_from_args(a),
+                     rl_then_sft_rl_steps=a.rl_then_sft_rl_steps).validate()
     if a.resume and a.out is None:
         raise InputError("--resume needs --out (the folder of the sweep to continue)")
     out = a.out or time.strftime("llm_runs/sweep-%Y%m%d-%H%M%S")

@@ -78,7 +78,7 @@ class OptimConfig:
 class GRPOConfig:
     """Every GRPO setting; the defaults are the ``exact`` preset (module docstring)."""
 
-    group_size: int = 8
+    group_size: int = 16
     prompts_per_step: int = 8
     beta: float = 0.5
     kl_mode: str = "reward"  # "reward": beta * sequence k1 subtracted from r; "loss": per-token
@@ -177,11 +177,11 @@ class RunConfig:
     sft_batch: int = 32
     grad_accum: int = 1
     sft_optim: OptimConfig = OptimConfig(lr=3e-3, schedule="cosine", total_steps=400)
-    rl_steps: int = 200
+    rl_steps: int = 150
     # cosine to 0 averages the sampling noise out at the end; global-norm clipping is off in
     # effect (100), since clipping the rare large updates biases the estimator (docs/log.md)
     rl_optim: OptimConfig = OptimConfig(lr=3e-3, schedule="cosine", final_lr_frac=0.0,
-                                        clip_norm=100.0, total_steps=200)
+                                        clip_norm=100.0, total_steps=150)
     grpo: GRPOConfig = GRPOConfig()
     eval_every: int = 50
     ckpt_every: int = 50
@@ -228,6 +228,16 @@ class RunConfig:
     def known_eps(self) -> float | None:
         """The expert's error rate when the task has a known one (the built-in task), else None."""
         return self.eps if self.task == "builtin" else None
+
+
+def sweep_run_config() -> "RunConfig":
+    """The run settings a sweep starts from: RL twice as long as a single run's (300 steps: the
+    sweep measures effect sizes to a few percent, docs/log.md), evaluations without sampling and
+    without the per-step local theory."""
+    base = RunConfig()
+    return dataclasses.replace(base, rl_steps=300, eval_every=100, sampled_eval=False,
+                               local_theory=False,
+                               rl_optim=dataclasses.replace(base.rl_optim, total_steps=300))
 
 
 # Field names of earlier releases, still read from old config files.

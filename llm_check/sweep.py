@@ -9,7 +9,8 @@ weight beta:
   per-prompt success rates and the fixed point of that setting (``predictions``); after it, the
   change is measured. ``ce_rise_pred`` is thm31.identity for the ``exact`` setting (RL whose fixed
   point is the Gibbs tilt p*) and the k3 fixed point with std-divided advantages for ``paper``.
-- RL then SFT (``exact`` setting only, the first in the list): RL from the base, then SFT. SFT
+- RL then SFT (the first setting in the list only; ``rl_then_sft_rl_steps`` RL steps, 100 by
+  default, since the prediction is about the SFT that follows): RL from the base, then SFT. SFT
   converges to its data's law, so the predicted reward after SFT is the mean over prompts of the
   training set's per-prompt share of right answers (1 - eps in expectation, [thm41.argmax]).
 
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llm_check.run_config import SETTINGS, RunConfig, grpo_setting
+from llm_check.run_config import SETTINGS, RunConfig, grpo_setting, sweep_run_config
 from theory.errors import InputError
 
 
@@ -41,7 +42,8 @@ class SweepConfig:
     eps: tuple[float, ...] = (0.3, 0.0)
     seeds: tuple[int, ...] = (0, 1, 2)
     settings: tuple[str, ...] = ("exact", "paper")
-    run: RunConfig = RunConfig()  # everything else (model, steps, lrs, GRPO sizes)
+    run: RunConfig = dataclasses.field(default_factory=sweep_run_config)  # everything else
+    rl_then_sft_rl_steps: int = 100
 
     def validate(self) -> "SweepConfig":
         if not self.betas or any(not b > 0 for b in self.betas):
@@ -55,6 +57,9 @@ class SweepConfig:
             raise InputError("coupling llm sweep needs --task builtin (its answers can be listed)")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise InputError(f"setting --seeds {list(self.seeds)}: distinct seeds >= 0")
+        if self.rl_then_sft_rl_steps < 1:
+            raise InputError(f"setting --rl-then-sft-rl-steps {self.rl_then_sft_rl_steps}: "
+                             "must be >= 1")
         dataclasses.replace(self.run, seeds=self.seeds).validate()
         return self
 
@@ -126,16 +131,18 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False) -> list[dict]:
             for setting in sc.settings:
                 for beta in sc.betas:
                     g = grpo_setting(setting, sc.run.grpo, beta=beta)
-                    step = rl_steps.get(g)
-                    if step is None:
-                        step = rl_steps[g] = make_grpo_step(
-                            ctx.graphdef, ctx.rest, P.stage_optimizer(cfg.rl_optim, cfg.rl_steps),
-                            g, chunk_size=cfg.chunk_size)
-                    rctx = dataclasses.replace(ctx, cfg=dataclasses.replace(cfg, grpo=g))
                     for order in ("sft_then_rl", "rl_then_sft"):
                         key = _key(seed, eps, setting, beta, order)
                         if key in done or (order == "rl_then_sft" and setting != sc.settings[0]):
                             continue
+                        n_rl = cfg.rl_steps if order == "sft_then_rl" else sc.rl_then_sft_rl_steps
+                        ocfg = dataclasses.replace(cfg, grpo=g, rl_steps=n_rl)
+                        rctx = dataclasses.replace(ctx, cfg=ocfg)
+                        step = rl_steps.get((g, n_rl))
+                        if step is None:  # one compiled step per (setting, beta, length)
+                            step = rl_steps[(g, n_rl)] = make_grpo_step(
+                                ctx.graphdef, ctx.rest, P.stage_optimizer(cfg.rl_optim, n_rl),
+                                g, chunk_size=cfg.chunk_size)
                         folder = os.path.join(root, f"{setting}_beta{beta:g}", order)
                         start = sft if order == "sft_then_rl" else base
                         ex0 = ex_sft if order == "sft_then_rl" else ex_base

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -39,6 +40,7 @@ from theory.errors import InputError
 _DTYPES = {"F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
            "BF16": np.dtype(ml_dtypes.bfloat16), "F64": np.dtype(np.float64)}
 _NAMES = {v: k for k, v in _DTYPES.items()}
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 
 
 def hf_table(config: Qwen3Config) -> list[tuple[str, tuple, bool]]:
@@ -160,13 +162,29 @@ def load_config(path) -> Qwen3Config:
     if not cfg_path.is_file():
         raise InputError(f"{path}: no config.json")
     d = _read_json(cfg_path)
+    for field, v in (d.items() if isinstance(d, dict) else ()):
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            try:
+                float(v)
+            except OverflowError:
+                raise InputError(f"{cfg_path}: field {field!r} is too large ({len(str(v))} "
+                                 "digits)") from None
+    if isinstance(d, dict):  # the float fields, named (Qwen3Config would only say "bad value")
+        rope = d.get("rope_parameters")
+        for field, v in (("rope_theta", d.get("rope_theta")), ("rms_norm_eps", d.get("rms_norm_eps")),
+                         ("rope_parameters.rope_theta",
+                          rope.get("rope_theta") if isinstance(rope, dict) else None)):
+            if (v is None and field != "rms_norm_eps") or field not in d and "." not in field:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise InputError(f"{cfg_path}: field {field!r} must be a number, got {v!r}")
     try:
         config = Qwen3Config.from_hf(d, source=str(cfg_path))
     except InputError as e:  # Qwen3Config's own checks say "config: ..."; name the file instead
         msg = str(e)
         raise InputError(f"{cfg_path}: {msg.removeprefix('config: ')}" if msg.startswith("config: ")
                          else msg) from None
-    except (TypeError, ValueError, OverflowError) as e:  # e.g. rope_theta that is not a number
+    except (TypeError, ValueError) as e:  # e.g. rope_theta that is not a number
         raise InputError(f"{cfg_path}: bad field value ({e})") from None
     for field in ("rope_theta", "rms_norm_eps"):  # Qwen3Config checks > 0, which lets inf through
         if not math.isfinite(getattr(config, field)):
@@ -228,6 +246,18 @@ def load_pretrained(path, dtype=jnp.float32, mesh=None, *, param_dtype=jnp.float
     for name, f in files.items():
         if name not in headers[f][0]:
             raise InputError(f"{f}: tensor {name!r} is listed in the index but not in the file")
+    # Checked against the files before the model is built: a config.json with a huge layer count
+    # or width would otherwise build (or trace) a model of that size first.
+    n_layers = 1 + max((int(m.group(1)) for name in files if (m := _LAYER.match(name))), default=-1)
+    if config.num_hidden_layers > n_layers:  # fewer: the extra tensors are reported below
+        raise InputError(f"{folder / 'config.json'}: num_hidden_layers={config.num_hidden_layers}, "
+                         f"but the checkpoint holds {n_layers} layers")
+    emb = "model.embed_tokens.weight"
+    if emb in files:
+        got = tuple(headers[files[emb]][0][emb]["shape"])
+        if got != (config.vocab_size, config.hidden_size):
+            raise InputError(f"{files[emb]}: tensor {emb!r} has shape {got}, but config.json says "
+                             f"vocab_size={config.vocab_size}, hidden_size={config.hidden_size}")
 
     abstract = nnx.eval_shape(lambda: Qwen3(config, rngs=nnx.Rngs(0), dtype=dtype,
                                             param_dtype=param_dtype, remat=remat,
