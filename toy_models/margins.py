@@ -30,6 +30,7 @@ from toy_models import estimators as est
 from toy_models import fixed_points as _fp
 from toy_models import landscape as land
 from toy_models import objectives as obj
+from toy_models import repaired_checks as _repaired
 from toy_models.instance import Instance, random_batch
 from toy_models.tabular import fisher, variance
 
@@ -383,12 +384,14 @@ MARGINS: dict[str, ClaimMargin] = {
     "thm31.c1": _tab(thm31_c1),
     "thm31.beta": _tab(thm31_beta),
     "thm31.local": _tab(thm31_local),
+    "thm31.robust": _tab(_repaired.robust_margin),
     "threshold.kl": _tab(threshold_kl),
     "thm41.gibbs": _tab(thm41_gibbs),
     "thm41.local": _tab(thm41_local),
     "thm41.argmax": _tab(thm41_argmax),
     "thm41.pinsker": _tab(thm41_pinsker),
     "thm41.paper": _tab(thm41_paper),
+    "thm41.repaired": _tab(_repaired.repaired_margin),
     "pl.rate": _land(pl_rate),
     "pl.displacement": _land(pl_displacement),
     "pl.degradation": _land(pl_degradation),

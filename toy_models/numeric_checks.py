@@ -42,6 +42,7 @@ from toy_models import fixed_points
 from toy_models import landscape as land
 from toy_models import margins as mg
 from toy_models import objectives as obj
+from toy_models import repaired_checks
 from toy_models import tabular, trainers
 from toy_models.instance import Instance, edge_cases, make_instance, random_batch, stack, take
 
@@ -687,12 +688,14 @@ NUMERIC_CHECKS: dict[str, Callable[[], CheckResult]] = {
     "thm31.c1": check_thm31_c1,
     "thm31.beta": check_thm31_beta,
     "thm31.local": check_thm31_local,
+    "thm31.robust": repaired_checks.check_thm31_robust,
     "threshold.kl": check_threshold_kl,
     "thm41.gibbs": check_thm41_gibbs,
     "thm41.local": check_thm41_local,
     "thm41.argmax": check_thm41_argmax,
     "thm41.pinsker": check_thm41_pinsker,
     "thm41.paper": check_thm41_paper,
+    "thm41.repaired": repaired_checks.check_thm41_repaired,
     "pl.rate": check_pl_rate,
     "pl.displacement": check_pl_displacement,
     "pl.degradation": check_pl_degradation,
