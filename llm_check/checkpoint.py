@@ -63,8 +63,8 @@ def save_checkpoint(path: str, trees: dict, meta: dict) -> None:
         os.replace(tmp, path)
 
 
-def load_checkpoint(path: str, templates: dict) -> tuple[dict, dict]:
-    """Restore the pytrees named in ``templates`` (same structure, shapes and dtypes) and the meta."""
+def read_meta(path: str) -> dict:
+    """The ``meta.json`` of the checkpoint folder ``path``; every problem is an ``InputError``."""
     meta_path = os.path.join(path, "meta.json")
     try:
         with open(meta_path, encoding="utf-8") as f:
@@ -81,6 +81,12 @@ def load_checkpoint(path: str, templates: dict) -> tuple[dict, dict]:
         raise InputError(f"{meta_path}: bad JSON (nested too deeply)") from None
     if not isinstance(meta, dict):
         raise InputError(f"{meta_path}: expected a JSON object")
+    return meta
+
+
+def load_checkpoint(path: str, templates: dict) -> tuple[dict, dict]:
+    """Restore the pytrees named in ``templates`` (same structure, shapes and dtypes) and the meta."""
+    meta = read_meta(path)
     out = {}
     for name, template in templates.items():
         file = os.path.join(path, f"{name}.safetensors")

@@ -44,8 +44,6 @@ def test_device_bench_on_cpu_at_tiny_size(capsys, monkeypatch):
     assert s["tokens_per_s"] == pytest.approx(2 * 16 / s["step_s"])
     assert g["rollouts"] == 4 and g["rollout_tokens_per_s"] == pytest.approx(4 * 3 / g["rollout_s"])
     assert s["model_flops"] == pytest.approx(bench.train_flops_per_token(preset("tiny"), 16) * 32)
-    for x in (s["compile_s"], g["compile_s"], g["update_compile_s"], s["step_s"], g["update_s"]):
-        assert x > 0
     assert g["peak_memory_bytes"] >= s["peak_memory_bytes"] > 50e6  # RSS of a process with JAX
     assert r["memory_kind"] == "process max RSS"
 

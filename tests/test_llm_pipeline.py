@@ -8,6 +8,7 @@ default run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -158,7 +159,10 @@ def test_settings_rejected_up_front():
         pipeline.build_context(_cfg("--sft-batch", "64"), 0)
     with pytest.raises(InputError, match="--order"):
         pipeline.RunConfig(order="rl-only").validate()
-    assert np.isfinite(pipeline.RunConfig().validate().grpo.beta)
+    for beta in (float("nan"), -0.1):  # a KL weight that is not a number >= 0
+        with pytest.raises(InputError, match="beta"):
+            dataclasses.replace(pipeline.RunConfig(), grpo=dataclasses.replace(
+                pipeline.RunConfig().grpo, beta=beta)).validate()
 
 
 def _synthetic_rows(seed, ce_before, ce_after, r_before, r_after, pred=0.5, gap=0.01):

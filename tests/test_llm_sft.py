@@ -97,3 +97,67 @@ def test_weight_decay_skips_vectors():
 def test_bad_optimizer_settings(kw, name):
     with pytest.raises(InputError, match=name):
         sft.OptimConfig(**kw).validate()
+
+
+def _unequal_batch(tok):
+    """8 rows whose completions have 1 to 15 tokens, sorted so that the 4 micro-batches of 2 rows
+    hold very different token counts (a per-micro-batch mean then weighs tokens unequally)."""
+    completions = ["7", "12", "345", "6789", "1 2 3 4 5", "98765 4321", "1111 2222 3333",
+                   "123 456 789 123 456"]
+    rows = tuple(data.Example(prompt=f"{i}+{i}=", completion=c, answer=c)
+                 for i, c in enumerate(completions))
+    b = data.encode_examples(tok, rows)
+    counts = b.completion_mask[:, 1:].sum(-1)
+    assert len(set(counts.tolist())) >= 6 and counts.max() >= 5 * counts.min(), counts
+    return b
+
+
+def _broken_step(graphdef, rest, opt):
+    """The bug the test must see: each micro-batch normalized by its own token count."""
+    def mean_nll(params, tokens, attn, cmask):
+        nll, n = sft.nll_sums(graphdef, params, rest, tokens, attn, cmask, 64)
+        return nll.sum() / n.sum()
+
+    @jax.jit
+    def step(params, opt_state, tokens, attn, cmask):
+        parts = [jax.value_and_grad(mean_nll)(params, tokens[a], attn[a], cmask[a])
+                 for a in range(tokens.shape[0])]
+        grads = jax.tree.map(lambda *g: sum(g) / len(g), *[g for _, g in parts])
+        updates, opt_state = opt.update(grads, opt_state, params)
+        loss = sum(v for v, _ in parts) / len(parts)
+        return optax.apply_updates(params, updates), opt_state, {"loss": loss}
+
+    return step
+
+
+def test_grad_accumulation_with_unequal_completion_lengths_is_a_global_token_mean():
+    """4 micro-batches of 2 rows with 1..15 completion tokens each give exactly the update of one
+    batch of 8: the gradient of (sum of token NLLs) / (number of tokens), over all 8 rows."""
+    tok, model, _ = _setup()
+    b = _unequal_batch(tok)
+    graphdef, params, rest = sft.split_model(model)
+    opt = optax.sgd(1.0)  # params - update = the gradient itself
+    step = sft.make_sft_step(graphdef, rest, opt, chunk_size=64)
+
+    def global_mean(params):  # the reference, written out: one token mean over the whole batch
+        nll, n = sft.nll_sums(graphdef, params, rest, jnp.asarray(b.tokens),
+                              jnp.asarray(b.attention_mask), jnp.asarray(b.completion_mask), 64)
+        return nll.sum() / n.sum()
+
+    loss_ref, grad_ref = jax.value_and_grad(global_mean)(params)
+    p4, _, m4 = step(params, opt.init(params), *map(jnp.asarray, sft.stack_micro(b, 4)))
+    assert_allclose(float(m4["loss"]), float(loss_ref), rtol=1e-5)
+
+    def update(p_new):
+        return [np.asarray(a) - np.asarray(c) for a, c in
+                zip(jax.tree.leaves(params), jax.tree.leaves(p_new))]
+
+    ref = [np.asarray(g) for g in jax.tree.leaves(grad_ref)]
+    for got, want in zip(update(p4), ref):
+        assert_allclose(got, want, rtol=1e-3, atol=1e-6)
+    # the same comparison rejects a per-micro-batch normalization on this batch
+    broken, _, _ = _broken_step(graphdef, rest, opt)(params, opt.init(params),
+                                                     *map(jnp.asarray, sft.stack_micro(b, 4)))
+    gap = max(float(np.max(np.abs(g - w) / (1e-6 + 1e-3 * np.abs(w))))
+              for g, w in zip(update(broken), ref))
+    assert gap > 10, gap

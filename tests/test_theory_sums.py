@@ -4,6 +4,7 @@ that it refuses false ones (a False is "not shown", never a wrong proof)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import sympy as sp
 
 from theory import sums
@@ -79,10 +80,9 @@ def test_nonnegative():
 
 def test_evaluate_at_matches_the_written_out_sum():
     expr = S(p[i] * v[i] ** 2)
-    rng = np.random.default_rng(0)
-    value, = sums.evaluate_at([expr], {n: 3}, (p,), rng)
-    rng = np.random.default_rng(0)
-    probs = rng.dirichlet([2.0] * 3)
-    assert np.isclose(sum(probs)  , 1.0) and np.isfinite(value)
+    written = sum(p[k] * v[k] ** 2 for k in (1, 2, 3))  # the sum over i = 1..n, n = 3, by hand
+    value, by_hand, wrong = sums.evaluate_at([expr, written, written - p[1] * v[1] ** 2], {n: 3},
+                                             (p,), np.random.default_rng(0))
+    assert value == pytest.approx(by_hand, rel=1e-12) and value != pytest.approx(wrong, rel=1e-6)
     check, = sums.evaluate_at([S(p[i])], {n: 4}, (p,), np.random.default_rng(1))
     assert abs(check - 1.0) < 1e-12

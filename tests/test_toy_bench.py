@@ -8,4 +8,4 @@ from toy_models import bench
 def test_jax_and_numpy_agree_on_a_small_run():
     res = bench.run(instances=512, repeats=1, num_x=3, num_y=4)
     assert res["max_abs_difference"] < 1e-10
-    assert res["jax_instances_per_s"] > 0 and res["numpy_loop_instances"] == 512
+    assert res["numpy_loop_instances"] == 512

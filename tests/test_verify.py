@@ -45,7 +45,7 @@ def test_json_shape_and_only(fake_numeric, capsys):
     assert all(isinstance(r["sampled"], list) for r in rows)
     assert [(r["label"], r["symbolic"], r["numeric"]) for r in rows] == [
         ("reconstructed", "pass", "n/a"), ("reconstructed", "pass", "pass")]
-    assert all(isinstance(r["seconds"], float) and r["seconds"] >= 0 for r in rows)
+    assert all(isinstance(r["seconds"], float) for r in rows)
     assert "numeric ok" in rows[1]["detail"]
     # The progress table goes to stderr in --json mode, one row per claim, then the summary.
     assert "pl.duration" in captured.err and "2 claims, 0 failed" in captured.err

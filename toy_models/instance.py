@@ -54,10 +54,20 @@ def make_instance(q, expert, reward, beta, reference=None, sft_policy=None) -> I
 # ----------------------------------------------------------------------------- validation / files
 
 
+def _finite_number(v) -> bool:
+    """A JSON number (not a bool) that is finite as a float (an integer too large for a float is not)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _matrix(value, name: str, where: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"{where}: `{name}` must be a list of lists of numbers") from None
     if arr.ndim != 2 or arr.size == 0:
         raise InputError(f"{where}: `{name}` must be a non-empty [X][Y] list of lists, "
@@ -91,7 +101,7 @@ def validate(raw: dict, where: str) -> tuple[Instance, tuple[float, ...]]:
                          "keys starting with _ are comments)")
     try:
         q = np.asarray(raw["prompt_weights"], dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(f"{where}: `prompt_weights` must be a list of numbers") from None
     if q.ndim != 1 or q.size == 0:
         raise InputError(f"{where}: `prompt_weights` must be a non-empty list, got shape {q.shape}")
@@ -116,14 +126,13 @@ def validate(raw: dict, where: str) -> tuple[Instance, tuple[float, ...]]:
         if key in mats:
             _check_probs(mats[key], key, where)
     beta = raw["beta"]
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta):
+    if not _finite_number(beta):
         raise InputError(f"{where}: `beta` must be a finite number, got {beta!r}")
     if beta <= 0:
         raise InputError(f"{where}: `beta` must be > 0, got {beta!r}")
     steps = raw.get("sft_steps", [0.1, 0.5, 1.0])
     if (not isinstance(steps, list) or not steps
-            or not all(isinstance(s, (int, float)) and not isinstance(s, bool)
-                       and math.isfinite(s) and s > 0 for s in steps)):
+            or not all(_finite_number(s) and s > 0 for s in steps)):
         raise InputError(f"{where}: `sft_steps` must be a non-empty list of positive numbers")
     if "reference" in mats:
         ref_zero = (mats["reference"] == 0)
@@ -140,15 +149,24 @@ def load_instance(path: str | Path) -> tuple[Instance, tuple[float, ...]]:
     """Read and validate an instance file; every problem is an ``InputError`` naming the file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror})") from None
     try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
+    try:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise InputError(f"{path}: invalid JSON ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise InputError(f"{path}: invalid JSON (nested too deeply)") from None
     return validate(raw, str(path))
 
 
