@@ -330,21 +330,21 @@ def device_bench(preset_name: str = "tiny", *, dtype: str | None = None, attenti
     out = rollout()
     first = time.perf_counter() - t0
     roll_s = _median_time(rollout, repeats)
-    tokens, attn, cmask = grpo.sequence_inputs(out, np.repeat(p_mask, shapes["group"], axis=0))
-    tokens, attn, cmask = jnp.asarray(tokens), jnp.asarray(attn), jnp.asarray(cmask)
+    batch = (jnp.asarray(prompts), jnp.asarray(p_mask), out.completion)  # one prompt pass a group
+    cmask = jnp.asarray(out.completion_mask)
 
-    lp_fn = grpo.make_completion_logprobs(graphdef, nnx.State({}), chunk_size=64)
-    lp_c, lp_compile = _timed_compile(lp_fn, state[0], tokens, attn, cmask)
-    ref_lp = _block(lp_c(state[0], tokens, attn, cmask))[0]
-    lp_s = _median_time(lambda: _block(lp_c(state[0], tokens, attn, cmask)), repeats)
+    lp_fn = grpo.make_completion_logprobs(graphdef, nnx.State({}))
+    lp_c, lp_compile = _timed_compile(lp_fn, state[0], *batch)
+    ref_lp = _block(lp_c(state[0], *batch))[0]
+    lp_s = _median_time(lambda: _block(lp_c(state[0], *batch)), repeats)
 
     rewards = jnp.asarray(rng.integers(0, 2, n), jnp.float32)
     adv = grpo.group_advantages(rewards.reshape(-1, shapes["group"]), baseline="loo",
                                 std_normalize=False).reshape(-1)
     tx = optax.adamw(1e-6)
-    gstep = grpo.make_grpo_step(graphdef, nnx.State({}), tx, gcfg, chunk_size=64)
+    gstep = grpo.make_grpo_step(graphdef, nnx.State({}), tx, gcfg)
     g_opt = tx.init(state[0])
-    g_args = (state[0], g_opt, tokens, attn, cmask, None, ref_lp, adv)
+    g_args = (state[0], g_opt, *batch, cmask, None, ref_lp, adv)
     g_c, g_compile = _timed_compile(gstep, *g_args)
     upd = lambda: _block(g_c(*g_args))  # noqa: E731  (not donated: the same inputs every time)
     upd()

@@ -49,7 +49,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from llm_check.logprobs import token_logprobs, token_logprobs_and_entropy
+from llm_check.logprobs import grouped_completion_logprobs
 from llm_check.run_config import (AGGREGATIONS, BASELINES, KL_ESTIMATORS,  # noqa: F401
                                   GRPOConfig)
 from llm_check.sampling import SampleOutput, sample
@@ -165,47 +165,45 @@ def rollout(model, tok, prompt_tokens, prompt_mask, key, cfg: GRPOConfig, *, gro
 
 
 def sequence_inputs(out: SampleOutput, prompt_mask):
-    """(tokens, attention mask, completion mask) of prompt + completion, for the log-prob pass."""
+    """(tokens, attention mask, completion mask) of prompt + completion, for a full forward pass."""
     attn = jnp.concatenate([jnp.asarray(prompt_mask, jnp.int32),
                             jnp.asarray(out.completion_mask, jnp.int32)], axis=1)
     return out.tokens, attn, out.completion_mask
 
 
-def _completion_lp(model, tokens, attn, cmask, chunk_size, temperature):
-    return token_logprobs(model, tokens, attn, chunk_size=chunk_size, temperature=temperature,
-                          start=tokens.shape[1] - cmask.shape[1] - 1)
-
-
-def make_completion_logprobs(graphdef, rest, *, chunk_size: int = 64, temperature: float = 1.0):
-    """Jitted (params, tokens, attn, cmask) -> (log-probs, entropies) of the completion, [N, M],
-    both of the next-token law at ``temperature``."""
+def make_completion_logprobs(graphdef, rest, *, temperature: float = 1.0):
+    """Jitted (params, prompt_tokens [P, Tp], prompt_mask, completion [P*G, M]) -> (log-probs,
+    entropies) [P*G, M] of the next-token law at ``temperature``; each prompt runs once for its
+    group (``logprobs.grouped_completion_logprobs``)."""
 
     @jax.jit
-    def fn(params, tokens, attn, cmask):
+    def fn(params, prompt_tokens, prompt_mask, completion):
         model = nnx.merge(graphdef, params, rest)
-        return token_logprobs_and_entropy(model, tokens, attn, chunk_size=chunk_size,
-                                          temperature=temperature,
-                                          start=tokens.shape[1] - cmask.shape[1] - 1)
+        return grouped_completion_logprobs(model, prompt_tokens, prompt_mask, completion,
+                                           temperature=temperature, with_entropy=True)
 
     return fn
 
 
-def make_grpo_step(graphdef, rest, optimizer, cfg: GRPOConfig, *, chunk_size: int = 64):
-    """Jitted inner update: (params, opt_state, tokens, attn, cmask, old_logp, ref_logp, adv) ->
-    (params, opt_state, metrics). With ``cfg.inner_iters == 1`` ``old_logp`` is ignored (pass
-    None): the step's own log-probs, stop-gradiented, are the old ones."""
+def make_grpo_step(graphdef, rest, optimizer, cfg: GRPOConfig):
+    """Jitted inner update: (params, opt_state, prompt_tokens, prompt_mask, completion, cmask,
+    old_logp, ref_logp, adv) -> (params, opt_state, metrics). With ``cfg.inner_iters == 1``
+    ``old_logp`` is ignored: the step's own log-probs, stop-gradiented, are the old ones."""
 
-    def loss_fn(params, tokens, attn, cmask, old_logp, ref_logp, adv):
+    def loss_fn(params, prompt_tokens, prompt_mask, completion, cmask, old_logp, ref_logp, adv):
         model = nnx.merge(graphdef, params, rest)
-        lp = _completion_lp(model, tokens, attn, cmask, chunk_size, cfg.temperature)
+        lp = grouped_completion_logprobs(model, prompt_tokens, prompt_mask, completion,
+                                         temperature=cfg.temperature)
         old = None if cfg.inner_iters == 1 else old_logp
         return grpo_loss(lp, old, ref_logp, adv, cmask, cfg)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     @jax.jit
-    def step(params, opt_state, tokens, attn, cmask, old_logp, ref_logp, adv):
-        (_, metrics), grads = grad_fn(params, tokens, attn, cmask, old_logp, ref_logp, adv)
+    def step(params, opt_state, prompt_tokens, prompt_mask, completion, cmask, old_logp,
+             ref_logp, adv):
+        (_, metrics), grads = grad_fn(params, prompt_tokens, prompt_mask, completion, cmask,
+                                      old_logp, ref_logp, adv)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics["grad_norm"] = optax.tree.norm(grads)
@@ -214,14 +212,16 @@ def make_grpo_step(graphdef, rest, optimizer, cfg: GRPOConfig, *, chunk_size: in
     return step
 
 
-def make_reward_gradient(graphdef, rest, cfg: GRPOConfig, *, chunk_size: int = 64):
-    """Jitted (params, tokens, attn, cmask, adv) -> an estimate of grad J, the RAW reward's gradient
-    (no KL term): mean_i A_i grad log p(y_i). With leave-one-out advantages of the raw rewards it is
-    unbiased ([grpo.baseline]); ``grad/cos_ce_rl`` is the cosine of -grad CE with it."""
+def make_reward_gradient(graphdef, rest, cfg: GRPOConfig):
+    """Jitted (params, prompt_tokens, prompt_mask, completion, cmask, adv) -> an estimate of
+    grad J, the RAW reward's gradient (no KL term): mean_i A_i grad log p(y_i). With
+    leave-one-out advantages of the raw rewards it is unbiased ([grpo.baseline]);
+    ``grad/cos_ce_rl`` is its cosine with grad CE."""
 
-    def surrogate(params, tokens, attn, cmask, adv):
+    def surrogate(params, prompt_tokens, prompt_mask, completion, cmask, adv):
         model = nnx.merge(graphdef, params, rest)
-        lp = _completion_lp(model, tokens, attn, cmask, chunk_size, cfg.temperature)
+        lp = grouped_completion_logprobs(model, prompt_tokens, prompt_mask, completion,
+                                         temperature=cfg.temperature)
         return jnp.mean(adv * jnp.sum(lp * cmask, axis=-1))
 
     return jax.jit(jax.grad(surrogate))

@@ -20,6 +20,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from llm_check.model import default_positions
+
 
 def _chunked(model, tokens, attention_mask, chunk_size: int, with_entropy: bool,
              temperature: float = 1.0, start: int = 0):
@@ -69,3 +71,36 @@ def token_logprobs_and_entropy(model, tokens, attention_mask=None, *, chunk_size
     """(log-probs, entropies), both float32 [B, T-1-start], of the next-token law at
     ``temperature`` (``start`` as in ``token_logprobs``)."""
     return _chunked(model, tokens, attention_mask, chunk_size, True, temperature, start)
+
+
+def grouped_completion_logprobs(model, prompt_tokens, prompt_mask, completion, *,
+                                temperature: float = 1.0, with_entropy: bool = False):
+    """Log-probs [P*G, M] of G completions of each of P left-padded prompts, the prompt run ONCE.
+
+    ``prompt_tokens``/``prompt_mask`` are [P, Tp]; ``completion`` is [P*G, M], grouped (prompt i
+    owns rows i*G .. i*G+G-1, as ``sampling.sample(repeat=G)`` returns them). The prompt is
+    prefilled into a KV cache (``model.forward_cached``), the cache is copied to its G rows, and
+    the completions run on top of it: a GRPO group costs one prompt pass, not G, in the forward and
+    (this is pure JAX, so it is differentiated like any function) in the backward pass. The result
+    equals ``token_logprobs`` of the concatenated sequences at the completion positions (tested).
+    Entropies, when asked for, are of the next-token law at ``temperature``. The [P*G, M, V]
+    logits are formed at once: M is a completion length (a handful of tokens in GRPO).
+    """
+    p, tp = prompt_tokens.shape
+    n, m = completion.shape
+    g = n // p
+    key_mask = jnp.concatenate([prompt_mask, jnp.ones((p, m), prompt_mask.dtype)], axis=1)
+    cache = model.init_cache(p, tp + m)
+    h, cache = model.forward_cached(prompt_tokens, default_positions(prompt_mask), key_mask,
+                                    cache, 0)
+    first = model.logits(h[:, -1])  # predicts completion token 0
+    rep = lambda x, axis=0: jnp.repeat(x, g, axis=axis)  # noqa: E731
+    cache = jax.tree.map(lambda x: rep(x, x.ndim - 4), cache)  # batch is axis -4 of k and v
+    positions = rep(prompt_mask.sum(-1))[:, None] + jnp.arange(m)[None, :]
+    hc, _ = model.forward_cached(completion, positions, rep(key_mask), cache, tp)
+    z = jnp.concatenate([rep(first)[:, None], model.logits(hc[:, :-1])], axis=1)  # [N, M, V]
+    logq = jax.nn.log_softmax(z.astype(jnp.float32) / temperature, axis=-1)
+    lp = jnp.take_along_axis(logq, completion[..., None], axis=-1)[..., 0]
+    if not with_entropy:
+        return lp
+    return lp, -jnp.sum(jnp.exp(logq) * logq, axis=-1)

@@ -58,7 +58,7 @@ from llm_check import data as data_mod
 from llm_check import exact_eval
 from llm_check.grpo import (decode_completions, group_advantages, make_completion_logprobs,
                             make_grpo_step, make_reward_gradient, reward_stats, rollout,
-                            sequence_inputs, shaped_rewards)
+                            shaped_rewards)
 from llm_check.metrics import (heldout_ce, local_ce_prediction, relative_error, tree_cos,
                                tree_sub, tree_vdot)
 from llm_check.predictions import (ce_change_prediction, coarse_kl, coarse_target, expert_share,
@@ -108,17 +108,16 @@ def make_jitted(cfg: RunConfig, graphdef, rest) -> Jitted:
 
     return Jitted(
         ce=jax.jit(ce), local=jax.jit(local),
-        logp=make_completion_logprobs(graphdef, rest, chunk_size=chunk,
-                                      temperature=cfg.grpo.temperature),
+        logp=make_completion_logprobs(graphdef, rest, temperature=cfg.grpo.temperature),
         answer_lp=exact_eval.make_answer_logprobs(graphdef, rest, chunk_size=chunk),
-        reward_grad=make_reward_gradient(graphdef, rest, cfg.grpo, chunk_size=chunk),
+        reward_grad=make_reward_gradient(graphdef, rest, cfg.grpo),
         cos=jax.jit(tree_cos), dot=jax.jit(tree_vdot),
         base_step=make_sft_step(graphdef, rest, stage_optimizer(cfg.base_optim, cfg.base_steps),
                                 chunk_size=chunk),
         sft_step=make_sft_step(graphdef, rest, stage_optimizer(cfg.sft_optim, cfg.sft_steps),
                                chunk_size=chunk),
         rl_step=make_grpo_step(graphdef, rest, stage_optimizer(cfg.rl_optim, cfg.rl_steps),
-                               cfg.grpo, chunk_size=chunk),
+                               cfg.grpo),
     )
 
 
@@ -258,8 +257,8 @@ def evaluate(ctx: Context, params, ref_params, kl_name: str, target=None) -> dic
     greedy = rollout(model, ctx.tok, ctx.eval_prompts, ctx.eval_prompt_mask, key, ctx.cfg.grpo,
                      group_size=1, greedy=True)
     gtexts = decode_completions(ctx.tok, greedy.completion, greedy.completion_mask)
-    tokens, attn, cmask = sequence_inputs(out, np.repeat(ctx.eval_prompt_mask, n, axis=0))
-    ref_lp, _ = ctx.fns.logp(ref_params, tokens, attn, cmask)
+    cmask = out.completion_mask
+    ref_lp, _ = ctx.fns.logp(ref_params, ctx.eval_prompts, ctx.eval_prompt_mask, out.completion)
     kl = float(jnp.mean(jnp.sum((out.logprobs - ref_lp) * cmask, axis=-1)))
     ans = [a for a in ctx.eval_answers for _ in range(n)]
     reward = float(np.mean(strict(None, texts, answer=ans)))
@@ -306,9 +305,10 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
         out = rollout(model, ctx.tok, prompts, pmask, key, g)
         texts = decode_completions(ctx.tok, out.completion, out.completion_mask)
         rewards = np.asarray(strict(None, texts, answer=answers), np.float32)
-        tokens, attn, cmask = sequence_inputs(out, np.repeat(pmask, g.group_size, axis=0))
+        batch = (jnp.asarray(prompts), jnp.asarray(pmask), out.completion)  # one prompt pass a group
+        cmask = out.completion_mask
         old_lp, ent = out.logprobs, out.entropy  # the sampler's own: no second forward pass
-        ref_lp, _ = ctx.fns.logp(ref_params, tokens, attn, cmask)
+        ref_lp, _ = ctx.fns.logp(ref_params, *batch)
         seq_logratio = jnp.sum((old_lp - ref_lp) * cmask, axis=-1)
         shaped = shaped_rewards(jnp.asarray(rewards), seq_logratio, g)
         adv = group_advantages(shaped.reshape(-1, g.group_size), baseline=g.baseline,
@@ -317,8 +317,7 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
         start = params
         inner = []
         for _ in range(g.inner_iters):
-            params, opt_state, m = step(params, opt_state, tokens, attn, cmask, old_lp, ref_lp,
-                                        adv)
+            params, opt_state, m = step(params, opt_state, *batch, cmask, old_lp, ref_lp, adv)
             inner.append(m)
         m = inner[0]
         cm = np.asarray(cmask, np.float64)
@@ -344,7 +343,7 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
             lin, quad, grad_ce = ctx.fns.local(start, delta, *ctx.heldout)
             raw_adv = group_advantages(jnp.asarray(rewards).reshape(-1, g.group_size),
                                        baseline="loo", std_normalize=False).reshape(-1)
-            grad_j = ctx.fns.reward_grad(start, tokens, attn, cmask, raw_adv)
+            grad_j = ctx.fns.reward_grad(start, *batch, cmask, raw_adv)
             row.update({
                 "local/ce_before": ce0,
                 "local/dce_measured": ce1 - ce0,
@@ -526,8 +525,7 @@ def load_checkpoint_model(path: str, seed: int = 0):
     from llm_check.model import Qwen3
     from llm_check.tokenizer import load_tokenizer
 
-    with open(os.path.join(path, "meta.json")) as f:
-        meta = json.load(f)
+    meta = ckpt.read_meta(path)
     if "model_config" not in meta:
         raise InputError(f"{path}/meta.json: no model_config (not a stage's final checkpoint)")
     mc = Qwen3Config.from_hf(meta["model_config"], source=f"{path}/meta.json")
@@ -573,8 +571,7 @@ def lr_sweep(lrs, *, seed: int = 0, sgd: bool = False, cfg: RunConfig | None = N
         if not lr > 0:
             raise InputError(f"setting --lrs: learning rate {lr} must be > 0")
         optimizer = optax.sgd(lr) if sgd else make_optimizer(OptimConfig(lr=lr))
-        step = make_grpo_step(ctx.graphdef, ctx.rest, optimizer, cfg.grpo,
-                              chunk_size=cfg.chunk_size)
+        step = make_grpo_step(ctx.graphdef, ctx.rest, optimizer, cfg.grpo)
         _, _, r = rl_step_fn(ctx, params, step)(params, optimizer.init(params), 1)
         rows.append({"lr": lr, "delta_norm": r["local/delta_norm"],
                      "dce_measured": r["local/dce_measured"], "dce_linear": r["local/dce_linear"],

@@ -142,7 +142,7 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False) -> list[dict]:
                         if step is None:  # one compiled step per (setting, beta, length)
                             step = rl_steps[(g, n_rl)] = make_grpo_step(
                                 ctx.graphdef, ctx.rest, P.stage_optimizer(cfg.rl_optim, n_rl),
-                                g, chunk_size=cfg.chunk_size)
+                                g)
                         folder = os.path.join(root, f"{setting}_beta{beta:g}", order)
                         start = sft if order == "sft_then_rl" else base
                         ex0 = ex_sft if order == "sft_then_rl" else ex_base

@@ -19,7 +19,6 @@ import dataclasses
 import io
 import json
 import math
-import os
 import signal
 import tempfile
 from pathlib import Path
@@ -691,9 +690,6 @@ def test_fuzz_checkpoint_meta(tmp_path):
     seen.check()
 
 
-@pytest.mark.xfail(strict=True, raises=json.JSONDecodeError,
-                   reason="pipeline.load_checkpoint_model reads meta.json with json.load; it should "
-                          "call llm_check.checkpoint.read_meta (owned by the pipeline's editor)")
 def test_bad_meta_through_llm_eval(training_checkpoint, tmp_path):
     folder = tmp_path / "final"
     _copy(training_checkpoint, folder)

@@ -269,19 +269,22 @@ def test_one_inner_iteration_ignores_the_passed_old_logprobs():
     from llm_check.grpo import make_grpo_step
 
     graphdef, params, rest = _tiny(0)
-    tokens = jnp.concatenate([jnp.zeros((len(SEQS), 1), jnp.int32), jnp.asarray(SEQS)], axis=1)
-    attn, cmask = jnp.ones_like(tokens), jnp.ones((len(SEQS), L), jnp.int32)
+    batch = (jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1), jnp.int32), jnp.asarray(SEQS))
+    cmask = jnp.ones((len(SEQS), L), jnp.int32)
     adv = group_advantages(jnp.asarray(REWARD)[None], baseline="loo",
                            std_normalize=False).reshape(-1)
     opt = optax.sgd(0.1)
     cfg = GRPOConfig(group_size=9, beta=0.0, clip_low=0.01, clip_high=0.01)
-    step = make_grpo_step(graphdef, rest, opt, cfg, chunk_size=4)
+    step = make_grpo_step(graphdef, rest, opt, cfg)
     ref = jnp.zeros((len(SEQS), L))
-    a, _, ma = step(params, opt.init(params), tokens, attn, cmask, ref - 3.0, ref, adv)
-    b, _, mb = step(params, opt.init(params), tokens, attn, cmask, ref + 5.0, ref, adv)
+    a, _, ma = step(params, opt.init(params), *batch, cmask, ref - 3.0, ref, adv)
+    b, _, mb = step(params, opt.init(params), *batch, cmask, ref + 5.0, ref, adv)
     assert float(ma["clip_ratio/region_mean"]) == 0.0
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=0)
-    two = make_grpo_step(graphdef, rest, opt, dataclasses.replace(cfg, inner_iters=2), chunk_size=4)
-    c, _, mc = two(params, opt.init(params), tokens, attn, cmask, ref - 3.0, ref, adv)
+    # and the step is the advantage-weighted log-likelihood gradient of the enumerated sequences
+    lp = _token_logp(graphdef, params, rest)
+    assert_allclose(np.asarray(ma["loss"]), -float(jnp.mean(adv)), atol=1e-6)
+    two = make_grpo_step(graphdef, rest, opt, dataclasses.replace(cfg, inner_iters=2))
+    c, _, mc = two(params, opt.init(params), *batch, cmask, lp - 3.0, lp, adv)
     assert float(mc["clip_ratio/region_mean"]) > 0  # with mu = 2 the passed old log-probs count

@@ -153,3 +153,37 @@ def test_logprobs_from_a_start_position_equal_the_full_ones_sliced(model):
     np.testing.assert_allclose(part, full[:, 4:], rtol=1e-6, atol=1e-6)
     _, ent = token_logprobs_and_entropy(model, jnp.asarray(ids), jnp.asarray(mask), start=5)
     assert ent.shape == (3, P - 1 - 5)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.8])
+def test_grouped_logprobs_equal_the_full_forward_with_gradients(model, temperature):
+    """One prompt pass per group (KV cache copied to the G rows) gives the log-probs, entropies
+    and parameter gradients of the full forward over the concatenated sequences."""
+    from llm_check.logprobs import grouped_completion_logprobs, token_logprobs_and_entropy
+
+    ids, mask, _ = prompts()
+    g = 3
+    out = sample(model, ids, mask, jax.random.key(9), max_new_tokens=N, temperature=1.0,
+                 eos_id=3, pad_id=PAD, repeat=g)
+    attn = jnp.concatenate([jnp.repeat(jnp.asarray(mask), g, axis=0), out.completion_mask], 1)
+    cm = out.completion_mask.astype(jnp.float32)
+    graphdef, params = nnx.split(model)
+
+    def full(q):
+        lp, ent = token_logprobs_and_entropy(nnx.merge(graphdef, q), out.tokens, attn,
+                                             temperature=temperature, start=P - 1)
+        return lp, ent
+
+    def grouped(q):
+        return grouped_completion_logprobs(nnx.merge(graphdef, q), jnp.asarray(ids),
+                                           jnp.asarray(mask), out.completion,
+                                           temperature=temperature, with_entropy=True)
+
+    (lp_a, ent_a), (lp_b, ent_b) = full(params), grouped(params)
+    m = np.asarray(out.completion_mask, bool)
+    np.testing.assert_allclose(np.asarray(lp_b)[m], np.asarray(lp_a)[m], rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(ent_b)[m], np.asarray(ent_a)[m], rtol=2e-5, atol=2e-5)
+    ga = jax.grad(lambda q: jnp.sum(full(q)[0] * cm))(params)
+    gb = jax.grad(lambda q: jnp.sum(grouped(q)[0] * cm))(params)
+    for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-5)
