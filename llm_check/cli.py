@@ -44,23 +44,42 @@ def _floats(text: str) -> tuple[float, ...]:
         raise InputError(f"setting --lrs {text!r}: expected comma-separated numbers") from None
 
 
-def _add_common(p: argparse.ArgumentParser, single_eps: bool = True) -> None:
+def _add_common(p: argparse.ArgumentParser, single_eps: bool = True) -> dict:
+    """The data, model and sampling flags every subcommand shares; returns the argument groups."""
     d = _defaults()
-    p.add_argument("--model", default="tiny", help="'tiny' (built-in, random init) or a folder "
-                   "holding an HF Qwen3 snapshot or a run's checkpoint")
-    p.add_argument("--task", default="builtin", help="builtin | cola:DIR | jsonl:FILE")
+    groups = {name: p.add_argument_group(title) for name, title in (
+        ("data", "data"), ("model", "model"), ("base", "base stage (tiny model: format "
+                                                        "pre-training)"),
+        ("sft", "SFT stage"), ("rl", "RL stage (GRPO)"), ("eval", "evaluation"),
+        ("ckpt", "outputs and checkpoints"), ("devices", "devices"))}
+    g = groups["data"]
+    g.add_argument("--task", default="builtin", help="builtin | cola:DIR | jsonl:FILE")
     if single_eps:
-        p.add_argument("--eps", type=float, default=d.eps, help="built-in task: expert error rate")
-    p.add_argument("--max-operand", type=int, default=d.max_operand)
-    p.add_argument("--n-train", type=int, default=d.n_train)
-    p.add_argument("--n-heldout", type=int, default=d.n_heldout)
-    p.add_argument("--heldout-fraction", type=float, default=d.heldout_fraction,
-                   help="CoLA/JSONL tasks without a dev split: the share of rows held out")
-    p.add_argument("--eval-rows", type=int, default=d.eval_rows, help="0 = all held-out rows")
-    p.add_argument("--eval-samples", type=int, default=d.eval_samples)
-    p.add_argument("--max-new-tokens", type=int, default=d.grpo.max_new_tokens)
-    p.add_argument("--temperature", type=float, default=d.grpo.temperature)
-    p.add_argument("--chunk-size", type=int, default=d.chunk_size)
+        g.add_argument("--eps", type=float, default=d.eps,
+                       help="built-in task: the expert's error rate")
+    g.add_argument("--max-operand", type=int, default=d.max_operand,
+                   help="built-in task: operands a, b in 0..N")
+    g.add_argument("--n-train", type=int, default=d.n_train, help="built-in task: train rows")
+    g.add_argument("--n-heldout", type=int, default=d.n_heldout,
+                   help="built-in task: held-out rows")
+    g.add_argument("--heldout-fraction", type=float, default=d.heldout_fraction,
+                   help="JSONL tasks without a dev split: the share of rows held out")
+    g = groups["model"]
+    g.add_argument("--model", default="tiny", help="'tiny' (built-in, random init) or a folder "
+                   "holding an HF Qwen3 snapshot or a run's checkpoint")
+    g.add_argument("--chunk-size", type=int, default=d.chunk_size,
+                   help="sequence positions per LM-head chunk (memory)")
+    g = groups["eval"]
+    g.add_argument("--eval-rows", type=int, default=d.eval_rows,
+                   help="held-out rows evaluated (0 = all)")
+    g.add_argument("--eval-samples", type=int, default=d.eval_samples,
+                   help="sampled completions per held-out prompt")
+    g = groups["rl"]
+    g.add_argument("--max-new-tokens", type=int, default=d.grpo.max_new_tokens,
+                   help="completion length limit (sampling)")
+    g.add_argument("--temperature", type=float, default=d.grpo.temperature,
+                   help="sampling temperature (log-probs are scored at it too)")
+    return groups
 
 
 def _defaults():
@@ -69,70 +88,94 @@ def _defaults():
     return RunConfig()
 
 
-def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> None:
-    """The settings of one run (``run`` and ``sweep`` share them)."""
-    _add_common(p, single_eps)
-    p.add_argument("--sampled-eval", action=argparse.BooleanOptionalAction, default=None,
-                   help="sample completions at each evaluation for the strict/robust/format "
-                   "rewards and the KL (default: on for run, off for sweep, which needs only the "
-                   "exact quantities)")
-    p.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,fsdp=4")
-    p.add_argument("--dtype", default=d.dtype, help="compute dtype: float32 (CPU) or bfloat16 "
+def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> dict:
+    """The settings of one run (``run`` and ``sweep`` share them), in argument groups."""
+    groups = _add_common(p, single_eps)
+    g = groups["model"]
+    g.add_argument("--init-std", type=float, default=d.init_std,
+                   help="tiny model: random-init std")
+    g = groups["devices"]
+    g.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,fsdp=4 (default: one "
+                   "device)")
+    g.add_argument("--dtype", default=d.dtype, help="compute dtype: float32 (CPU) or bfloat16 "
                    "(GPU/TPU, float32 master weights)")
-    p.add_argument("--base-steps", type=int, default=None,
-                   help=f"format pre-training steps (default {d.base_steps} for tiny, 0 for PATH)")
-    p.add_argument("--base-p-correct", type=float, default=d.base_p_correct)
-    p.add_argument("--init-std", type=float, default=d.init_std)
-    p.add_argument("--sft-steps", type=int, default=d.sft_steps)
-    p.add_argument("--sft-batch", type=int, default=d.sft_batch)
-    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    p.add_argument("--rl-steps", type=int, default=d.rl_steps)
+    g = groups["base"]
+    g.add_argument("--base-steps", type=int, default=None,
+                   help=f"format pre-training steps (default: {d.base_steps} for tiny, 0 for a "
+                   "snapshot)")
+    g.add_argument("--base-p-correct", type=float, default=d.base_p_correct,
+                   help="share of base rows that keep their gold answer")
+    g = groups["sft"]
+    g.add_argument("--sft-steps", type=int, default=d.sft_steps, help="SFT steps")
+    g.add_argument("--sft-batch", type=int, default=d.sft_batch, help="SFT rows per step")
+    g.add_argument("--grad-accum", type=int, default=d.grad_accum,
+                   help="micro-batches per SFT step (must divide --sft-batch)")
+    g = groups["rl"]
+    g.add_argument("--rl-steps", type=int, default=d.rl_steps, help="GRPO steps")
     for stage in ("base", "sft", "rl"):  # one AdamW per stage, every field its own flag
-        o = getattr(d, f"{stage}_optim")
-        p.add_argument(f"--{stage}-lr", type=float, default=o.lr, help=f"{stage}: peak learning rate")
-        p.add_argument(f"--{stage}-schedule", default=o.schedule, help=f"{stage}: constant | cosine")
-        p.add_argument(f"--{stage}-final-lr-frac", type=float, default=o.final_lr_frac,
-                       help=f"{stage}: cosine decays to lr times this")
-        p.add_argument(f"--{stage}-warmup-steps", type=int, default=o.warmup_steps)
-        p.add_argument(f"--{stage}-weight-decay", type=float, default=o.weight_decay)
-        p.add_argument(f"--{stage}-clip-norm", type=float, default=o.clip_norm,
-                       help=f"{stage}: global-norm gradient clipping")
-        p.add_argument(f"--{stage}-adam-b1", type=float, default=o.b1)
-        p.add_argument(f"--{stage}-adam-b2", type=float, default=o.b2)
+        g, o = groups[stage], getattr(d, f"{stage}_optim")
+        g.add_argument(f"--{stage}-lr", type=float, default=o.lr, help="peak learning rate")
+        g.add_argument(f"--{stage}-schedule", default=o.schedule, help="constant | cosine")
+        g.add_argument(f"--{stage}-final-lr-frac", type=float, default=o.final_lr_frac,
+                       help="cosine decays to lr times this")
+        g.add_argument(f"--{stage}-warmup-steps", type=int, default=o.warmup_steps,
+                       help="linear warmup steps")
+        g.add_argument(f"--{stage}-weight-decay", type=float, default=o.weight_decay,
+                       help="AdamW weight decay (matrices only)")
+        g.add_argument(f"--{stage}-clip-norm", type=float, default=o.clip_norm,
+                       help="global-norm gradient clipping")
+        g.add_argument(f"--{stage}-adam-b1", type=float, default=o.b1, help="Adam beta1")
+        g.add_argument(f"--{stage}-adam-b2", type=float, default=o.b2, help="Adam beta2")
+    g = groups["sft"]
     for name in ("warmup-steps", "weight-decay", "clip-norm"):  # deprecated: set all three stages
-        p.add_argument(f"--{name}", type=float, default=None,
+        g.add_argument(f"--{name}", type=float, default=None,
                        help=f"deprecated: sets --base-{name}, --sft-{name} and --rl-{name} alike")
-    p.add_argument("--beta", type=float, default=d.grpo.beta, help="KL weight")
-    p.add_argument("--group-size", type=int, default=d.grpo.group_size)
-    p.add_argument("--prompts-per-step", type=int, default=d.grpo.prompts_per_step)
-    p.add_argument("--setting", default="exact", help="GRPO estimator preset: exact (KL of the "
+    g = groups["rl"]
+    g.add_argument("--setting", default="exact", help="GRPO estimator preset: exact (KL of the "
                    "completion in the reward, RLOO, no std division: converges to the Gibbs tilt "
                    "p*) or paper (k3 loss, group mean, std division); the five flags below "
                    "override single fields of it")
-    p.add_argument("--kl-mode", default=None, help="reward | loss (where the KL term goes)")
-    p.add_argument("--kl-estimator", default=None, help="k1 | k2 | k3 (the per-token estimator "
-                   "in --kl-mode loss)")
-    p.add_argument("--baseline", default=None, help="mean | loo")
-    p.add_argument("--std-normalize", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--std-ddof", type=int, default=d.grpo.std_ddof)
-    p.add_argument("--std-floor", type=float, default=d.grpo.std_floor,
+    g.add_argument("--kl-mode", default=None, help="reward | loss (default: from --setting)")
+    g.add_argument("--kl-estimator", default=None, help="k1 | k2 | k3, the per-token estimator "
+                   "in --kl-mode loss (default: from --setting)")
+    g.add_argument("--baseline", default=None, help="mean | loo (default: from --setting)")
+    g.add_argument("--std-normalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="divide advantages by the group std (default: from --setting)")
+    g.add_argument("--aggregation", default=None, help="seq_mean_token_mean | token_mean | "
+                   "fixed_length (default: from --setting)")
+    g.add_argument("--beta", type=float, default=d.grpo.beta, help="KL weight")
+    g.add_argument("--group-size", type=int, default=d.grpo.group_size,
+                   help="completions per prompt (G)")
+    g.add_argument("--prompts-per-step", type=int, default=d.grpo.prompts_per_step,
+                   help="prompts per GRPO step")
+    g.add_argument("--std-ddof", type=int, default=d.grpo.std_ddof, help="the group std's ddof")
+    g.add_argument("--std-floor", type=float, default=d.grpo.std_floor,
                    help="added to the group std before dividing by it")
-    p.add_argument("--std-eps", dest="std_floor", type=float, help="deprecated: --std-floor")
-    p.add_argument("--aggregation", default=None,
-                   help="seq_mean_token_mean | token_mean | fixed_length")
-    p.add_argument("--clip-low", type=float, default=d.grpo.clip_low,
+    g.add_argument("--std-eps", dest="std_floor", type=float, help="deprecated: --std-floor")
+    g.add_argument("--clip-low", type=float, default=d.grpo.clip_low,
                    help="the ratio's clip range below 1: clip(rho, 1 - low, 1 + high)")
-    p.add_argument("--clip-high", type=float, default=None, help="above 1 (default: --clip-low)")
-    p.add_argument("--clip-eps", dest="clip_low", type=float, help="deprecated: --clip-low")
-    p.add_argument("--clip-eps-high", dest="clip_high", type=float, help="deprecated: --clip-high")
-    p.add_argument("--inner-iters", type=int, default=d.grpo.inner_iters)
-    p.add_argument("--top-p", type=float, default=d.grpo.top_p)
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
-    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
-    p.add_argument("--local-steps", type=int, default=d.local_steps,
+    g.add_argument("--clip-high", type=float, default=None,
+                   help="the range above 1 (default: --clip-low)")
+    g.add_argument("--clip-eps", dest="clip_low", type=float, help="deprecated: --clip-low")
+    g.add_argument("--clip-eps-high", dest="clip_high", type=float,
+                   help="deprecated: --clip-high")
+    g.add_argument("--inner-iters", type=int, default=d.grpo.inner_iters,
+                   help="updates per rollout batch (mu)")
+    g.add_argument("--top-p", type=float, default=d.grpo.top_p, help="nucleus sampling")
+    g = groups["eval"]
+    g.add_argument("--sampled-eval", action=argparse.BooleanOptionalAction, default=None,
+                   help="sample completions at each evaluation for the strict/robust/format "
+                   "rewards and the KL (default: on for run, off for sweep, which needs only the "
+                   "exact quantities)")
+    g.add_argument("--eval-every", type=int, default=d.eval_every,
+                   help="steps between evaluations")
+    g.add_argument("--local-steps", type=int, default=d.local_steps,
                    help="local theory on RL steps 1..N and every eval step (-1: every step)")
-    p.add_argument("--no-local-theory", action="store_true",
+    g.add_argument("--no-local-theory", action="store_true",
                    help="skip the per-step second-order prediction (an HVP per RL step)")
+    groups["ckpt"].add_argument("--ckpt-every", type=int, default=d.ckpt_every,
+                                help="steps between checkpoints")
+    return groups
 
 
 def _config_defaults(cfg) -> dict:
@@ -170,50 +213,57 @@ def _parser(config=None) -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = _defaults()
 
-    run = sub.add_parser("run", help="base -> SFT -> RL and base -> RL -> SFT, with a report")
-    _add_run_flags(run, d)
-    run.add_argument("--order", default=d.order, help="sft_then_rl | rl_then_sft | both "
-                     "(sft-rl and rl-sft: deprecated spellings)")
-    run.add_argument("--out", default=None, help="output folder (default: llm_runs/<time>)")
-    run.add_argument("--seeds", default=str(len(d.seeds)), help="a count (3) or a list (0,5,7)")
-    run.add_argument("--resume", action="store_true", help="continue the run in --out")
-    run.add_argument("--config", default=None, help="start from this run config (a run's "
-                     "config.json, or TOML with the same fields); flags given here override it")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    run = sub.add_parser("run", help="base -> SFT -> RL and base -> RL -> SFT, with a report",
+                         formatter_class=fmt)
+    groups = _add_run_flags(run, d)
+    groups["data"].add_argument("--order", default=d.order, help="sft_then_rl | rl_then_sft | "
+                                "both (sft-rl and rl-sft: deprecated spellings)")
+    groups["data"].add_argument("--seeds", default=str(len(d.seeds)),
+                                help="a count (3) or a list (0,5,7)")
+    g = groups["ckpt"]
+    g.add_argument("--out", default=None, help="output folder (default: llm_runs/<time>)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out")
+    g.add_argument("--config", default=None, help="start from this run config (a run's "
+                   "config.json, or TOML with the same fields); flags given here override it")
 
-    sw = sub.add_parser("sweep", help="both couplings over a beta x eps grid, measured against "
-                      "theory's predicted sizes (sweep.json, sweep.md, sweep.png)")
-    _add_run_flags(sw, d, single_eps=False)
-    sw.add_argument("--betas", default="0.25,0.5,1", help="KL weights (comma-separated)")
-    sw.add_argument("--eps", dest="eps_list", default="0.3,0",
+    swp = sub.add_parser("sweep", help="both couplings over a beta x eps grid, measured against "
+                        "theory's predicted sizes (sweep.json, sweep.md, sweep.png)",
+                        formatter_class=fmt)
+    _add_run_flags(swp, d, single_eps=False)
+    grid = swp.add_argument_group("the grid")
+    grid.add_argument("--betas", default="0.25,0.5,1", help="KL weights (comma-separated)")
+    grid.add_argument("--eps", dest="eps_list", default="0.3,0",
                     help="expert error rates (comma-separated); 0 is the negative control")
-    sw.add_argument("--settings", default="exact,paper", help="GRPO settings: exact, paper")
-    sw.add_argument("--seeds", default="3", help="a count (3) or a list (0,5,7)")
-    sw.add_argument("--out", default=None, help="output folder (default: llm_runs/sweep-<time>)")
-    sw.add_argument("--resume", action="store_true", help="skip the runs --out already holds")
-    sw.add_argument("--config", default=None, help="the run settings shared by every run of the "
+    grid.add_argument("--settings", default="exact,paper", help="GRPO settings: exact, paper")
+    grid.add_argument("--seeds", default="3", help="a count (3) or a list (0,5,7)")
+    grid.add_argument("--out", default=None, help="output folder (default: llm_runs/sweep-<time>)")
+    grid.add_argument("--resume", action="store_true", help="skip the runs --out already holds")
+    grid.add_argument("--config", default=None, help="the run settings shared by every run of the "
                     "sweep (config.json or TOML); flags given here override them")
-    sw.add_argument("--rl-then-sft-rl-steps", type=int, default=100,
+    grid.add_argument("--rl-then-sft-rl-steps", type=int, default=100,
                     help="RL steps before the SFT of the rl_then_sft runs (the prediction is "
                     "about the SFT, so their RL need not reach its fixed point)")
     from llm_check.run_config import sweep_run_config
 
     sweep_defaults = _config_defaults(config or sweep_run_config())
-    sw.set_defaults(**{k: v for k, v in sweep_defaults.items() if k not in ("eps", "seeds")})
+    swp.set_defaults(**{k: v for k, v in sweep_defaults.items() if k not in ("eps", "seeds")})
     if config is not None:
         run.set_defaults(**_config_defaults(config))
 
-    ev = sub.add_parser("eval", help="held-out SFT loss and rewards of a checkpoint")
+    ev = sub.add_parser("eval", help="held-out SFT loss and rewards of a checkpoint",
+                        formatter_class=fmt)
     _add_common(ev)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--seed", type=int, default=0, help="data seed")
+    ev.add_argument("--json", action="store_true", help="print JSON")
 
-    sw = sub.add_parser("sweep-lr", help="measured vs predicted CE change of one RL step, "
-                      "over learning rates")
-    sw.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3,1e-2")
-    sw.add_argument("--seed", type=int, default=0)
-    sw.add_argument("--sgd", action="store_true",
+    lr = sub.add_parser("sweep-lr", help="measured vs predicted CE change of one RL step, "
+                        "over learning rates", formatter_class=fmt)
+    lr.add_argument("--lrs", default="1e-4,3e-4,1e-3,3e-3,1e-2", help="learning rates")
+    lr.add_argument("--seed", type=int, default=0, help="data and model seed")
+    lr.add_argument("--sgd", action="store_true",
                     help="plain SGD steps (delta = -lr * grad) instead of Adam")
-    sw.add_argument("--json", action="store_true")
+    lr.add_argument("--json", action="store_true", help="print JSON")
     return ap
 
 

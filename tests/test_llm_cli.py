@@ -119,3 +119,19 @@ def test_config_files_and_flags_over_them(tmp_path, capsys):
         assert fragment in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
     assert json.loads(json.dumps(RunConfig().to_json()))["grpo"]["kl_mode"] == "reward"
+
+
+def test_help_is_grouped_with_defaults_and_imports_no_jax():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom toy_models.cli import main\ntry:\n    main(['llm', 'run', '--help'])\n"
+            "except SystemExit:\n    pass\n"
+            "print('JAX', any(m == 'jax' or m.startswith('jax.') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip().endswith("JAX False"), out[-200:]
+    for title in ("data:", "model:", "SFT stage:", "RL stage (GRPO):", "evaluation:",
+                  "outputs and checkpoints:", "devices:"):
+        assert f"\n{title}\n" in out, title
+    assert "--rl-clip-norm RL_CLIP_NORM" in out and "(default: 100.0)" in out
