@@ -31,7 +31,6 @@ would flatter the ratio.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import resource

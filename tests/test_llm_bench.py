@@ -3,7 +3,6 @@ the pieces its figures come from (bf16 peak table, model FLOPs, peak memory)."""
 
 from __future__ import annotations
 
-import jax
 import pytest
 from flax import nnx
 
