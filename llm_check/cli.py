@@ -193,7 +193,7 @@ def _config_defaults(cfg) -> dict:
                prompts_per_step=g.prompts_per_step, clip_low=g.clip_low,
                clip_high=g.clip_high, inner_iters=g.inner_iters, std_ddof=g.std_ddof,
                std_floor=g.std_floor, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-               top_p=g.top_p)
+               top_p=g.top_p, report_to=cfg.report_to)
     if g.setting in SETTINGS:
         out["setting"] = g.setting
     else:
@@ -226,6 +226,9 @@ def _parser(config=None) -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue the run in --out")
     g.add_argument("--config", default=None, help="start from this run config (a run's "
                    "config.json, or TOML with the same fields); flags given here override it")
+    g.add_argument("--report-to", default=d.report_to, help="also log every metrics row to: "
+                   "tensorboard, wandb (comma-separated; the [track] extra; WANDB_MODE=offline "
+                   "works without a network)")
 
     swp = sub.add_parser("sweep", help="both couplings over a beta x eps grid, measured against "
                         "theory's predicted sizes (sweep.json, sweep.md, sweep.png)",
@@ -309,6 +312,7 @@ def config_from_args(a) -> RunConfig:
         rl_steps=a.rl_steps, rl_optim=optim("rl", a.rl_steps),
         grpo=grpo, eval_every=a.eval_every, ckpt_every=a.ckpt_every, chunk_size=a.chunk_size,
         local_theory=not a.no_local_theory, local_steps=a.local_steps, mesh=a.mesh,
+        report_to=getattr(a, "report_to", d.report_to),
         dtype=a.dtype)
     return cfg.validate()
 

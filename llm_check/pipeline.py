@@ -386,10 +386,11 @@ STAGE_SETTINGS = {"base": ("base_steps", "base_optim", "base_step"),
 
 
 def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params, source=None,
-              resume: bool, step=None, position: int = 0):
+              resume: bool, step=None, position: int = 0, trackers=()):
     """Run one stage with checkpoints and resume; returns its final params.
 
-    ``step`` overrides the jitted step of ``ctx.fns`` (the sweep passes each RL setting's own).
+    ``step`` overrides the jitted step of ``ctx.fns`` (the sweep passes each RL setting's own);
+    every row written is also handed to each of ``trackers`` (``tracking.py``).
     """
     cfg = ctx.cfg
     steps_name, optim_name, step_name = STAGE_SETTINGS[stage]
@@ -430,6 +431,9 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
     else:
         rows = [{**tag, "step": 0, **evaluate(ctx, params, ref, kl_name, target), **pred}]
     _write_rows(rows_path, rows)
+    for t in trackers:
+        if not found:
+            t.log(rows[0])
     with open(rows_path, "a") as f:
         bar = tqdm(range(first, n_steps + 1), desc=f"seed {ctx.seed} {label} {stage}",
                    initial=first - 1, total=n_steps, leave=False, position=position)
@@ -440,6 +444,8 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
                 row.update(evaluate(ctx, params, ref, kl_name, target))
             f.write(json.dumps({**tag, "step": k, **row}) + "\n")
             f.flush()
+            for t in trackers:
+                t.log({**tag, "step": k, **row})
             if k % cfg.ckpt_every == 0 and k < n_steps:
                 root = os.path.join(folder, "ckpt")
                 ckpt.save_checkpoint(ckpt.step_dir(root, k),
@@ -457,7 +463,7 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
 
 
 def run_seed(cfg: RunConfig, seed: int, out: str, *, resume: bool, fns: Jitted | None = None,
-             loaded=None):
+             loaded=None, trackers=()):
     """Base, then each requested order, written out plainly; returns (stage metrics files, fns)."""
     ctx, params = build_context(cfg, seed, loaded=loaded, fns=fns)
     root = os.path.join(out, "runs", f"seed{seed}")
@@ -467,7 +473,7 @@ def run_seed(cfg: RunConfig, seed: int, out: str, *, resume: bool, fns: Jitted |
         folder = os.path.join(root, label, name) if label != "base" else os.path.join(root, "base")
         files.append(os.path.join(folder, "metrics.jsonl"))
         return run_stage(ctx, stage=name, label=label, folder=folder, start_params=start,
-                         resume=resume)
+                         resume=resume, trackers=trackers)
 
     base = stage("base", "base", params) if cfg.base_steps else params
     if "sft_then_rl" in ORDERS[cfg.order]:
@@ -505,11 +511,18 @@ def run(cfg: RunConfig, out: str, *, resume: bool = False) -> dict:
         with open(tmp, "w") as f:
             json.dump(cfg.to_json(), f, indent=1)
         os.replace(tmp, cfg_path)
+    from llm_check.tracking import open_trackers
+
     files, fns = [], None
-    for seed in cfg.seeds:
-        seed_files, fns = run_seed(cfg, seed, out, resume=resume, fns=fns,
-                                   loaded=loaded if seed == cfg.seeds[0] else None)
-        files += seed_files
+    trackers = open_trackers(cfg.trackers, out, cfg.to_json())
+    try:
+        for seed in cfg.seeds:
+            seed_files, fns = run_seed(cfg, seed, out, resume=resume, fns=fns, trackers=trackers,
+                                       loaded=loaded if seed == cfg.seeds[0] else None)
+            files += seed_files
+    finally:
+        for t in trackers:
+            t.close()
     rows = [r for path in files for r in _read_rows(path)]
     _write_rows(os.path.join(out, "metrics.jsonl"), rows)
     return report.write_report(cfg, rows, out, wall_s=time.perf_counter() - t0)

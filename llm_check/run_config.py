@@ -190,6 +190,7 @@ class RunConfig:
     local_steps: int = 10  # local theory on RL steps 1..N and every eval step; -1 = every step
     mesh: str | None = None
     dtype: str = "float32"  # compute dtype: float32 (CPU) or bfloat16 (GPU/TPU; f32 master weights)
+    report_to: str = ""  # comma-separated trackers: tensorboard, wandb (llm_check.tracking)
 
     def validate(self) -> "RunConfig":
         if self.order not in ORDERS:
@@ -215,6 +216,9 @@ class RunConfig:
         if self.sft_batch % self.grad_accum:
             raise InputError(f"setting grad_accum={self.grad_accum}: must divide sft_batch="
                              f"{self.sft_batch}")
+        from llm_check.tracking import check_report_to
+
+        check_report_to(self.trackers)
         self.base_optim.validate("base")
         self.sft_optim.validate("sft")
         self.rl_optim.validate("rl")
@@ -223,6 +227,10 @@ class RunConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @property
+    def trackers(self) -> tuple[str, ...]:
+        return tuple(x.strip() for x in self.report_to.split(",") if x.strip())
 
     @property
     def known_eps(self) -> float | None:

@@ -30,7 +30,7 @@ ARGS = ["--seeds", "1", "--order", "both", "--n-train", "32", "--n-heldout", "8"
         "--eval-samples", "2", "--base-steps", "3", "--sft-steps", "4", "--sft-batch", "8",
         "--rl-steps", "4", "--group-size", "4", "--prompts-per-step", "4",
         "--max-new-tokens", "2", "--eval-every", "2", "--ckpt-every", "2", "--local-steps", "-1",
-        "--sft-lr", "1e-3", "--rl-lr", "3e-4"]
+        "--sft-lr", "1e-3", "--rl-lr", "3e-4", "--report-to", "tensorboard,wandb"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -49,8 +49,14 @@ def reference_run(tmp_path_factory):
     import jax
 
     out = str(tmp_path_factory.mktemp("ref") / "run")
-    with jax.enable_x64(False):
-        summary = pipeline.run(_cfg(), out)
+    saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_SILENT")}
+    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true")  # no network: an offline W&B run
+    try:
+        with jax.enable_x64(False):
+            summary = pipeline.run(_cfg(), out)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.update({k: v})
     return out, summary
 
 
@@ -236,3 +242,84 @@ def test_a_run_repeats_from_its_own_config(reference_run, tmp_path):
         os.path.join(ref_out, "metrics.jsonl"))
     assert json.load(open(os.path.join(out, "config.json"))) == json.load(
         open(os.path.join(ref_out, "config.json")))
+
+
+def _tfrecords(path):
+    """The records of a TFRecord file: [length u64][crc u32][data][crc u32] each."""
+    import struct
+
+    data, pos = open(path, "rb").read(), 0
+    while pos < len(data):
+        (n,) = struct.unpack("<Q", data[pos:pos + 8])
+        yield data[pos + 12:pos + 12 + n]
+        pos += 12 + n + 4
+
+
+def _wandb_records(path):
+    """The records of a W&B run file: a 7-byte header, then a LevelDB log (32 KiB blocks of
+    [crc u32][length u16][type u8][data] chunks; types 1 full, 2 first, 3 middle, 4 last)."""
+    import struct
+
+    data = open(path, "rb").read()
+    assert data[:4] == b":W&B"
+    pos, block, buf = 7, 32768, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:
+            pos += left
+            continue
+        _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if n == 0 and kind == 0:
+            pos += left
+            continue
+        chunk, pos = data[pos + 7:pos + 7 + n], pos + 7 + n
+        buf = chunk if kind in (1, 2) else buf + chunk
+        if kind in (1, 4):
+            yield buf
+
+
+def test_tensorboard_and_wandb_receive_every_row(reference_run):
+    """--report-to tensorboard,wandb: the event file and the offline W&B run hold each row's
+    scalars under seed/order/stage/metric (TRL's names as the leaf), read back from disk."""
+    import glob
+
+    from tensorboardX.proto import event_pb2
+    from wandb.proto import wandb_internal_pb2
+
+    out, _ = reference_run
+    rows = _rows(os.path.join(out, "metrics.jsonl"))
+    want = {}
+    for r in rows:
+        for k, v in r.items():
+            if k not in ("seed", "order", "stage", "step") and isinstance(v, (int, float)):
+                want[(f"seed{r['seed']}/{r['order']}/{r['stage']}/{k}", r["step"])] = float(v)
+    (events,) = glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))
+    got = {}
+    for raw in _tfrecords(events):
+        e = event_pb2.Event()
+        e.ParseFromString(raw)
+        for v in e.summary.value:
+            got[(v.tag, e.step)] = v.simple_value
+    assert set(got) == set(want)
+    for key, v in want.items():
+        assert math.isclose(got[key], v, rel_tol=1e-6, abs_tol=1e-6), key
+    assert ("seed0/sft_then_rl/rl/reward", 1) in got and ("seed0/rl_then_sft/rl/kl", 2) in got
+    (run_file,) = glob.glob(os.path.join(out, "wandb", "offline-run-*", "run-*.wandb"))
+    history, config = [], None
+    for raw in _wandb_records(run_file):
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(raw)
+        if rec.WhichOneof("record_type") == "history":
+            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                            for i in rec.history.item})
+        if rec.WhichOneof("record_type") == "run":  # the run record carries the config
+            config = {i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                      for i in rec.run.config.update}
+    assert len(history) == len(rows)
+    for h, r in zip(history, rows):
+        prefix = f"seed{r['seed']}/{r['order']}/{r['stage']}/"
+        assert h[prefix + "stage_step"] == r["step"]
+        for k, v in r.items():
+            if k not in ("seed", "order", "stage", "step") and isinstance(v, (int, float)):
+                assert math.isclose(h[prefix + k], v, rel_tol=1e-6, abs_tol=1e-6), k
+    assert config is not None and config["grpo"]["kl_mode"] == "reward"
