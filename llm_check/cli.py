@@ -126,6 +126,8 @@ def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> di
                        help="global-norm gradient clipping")
         g.add_argument(f"--{stage}-adam-b1", type=float, default=o.b1, help="Adam beta1")
         g.add_argument(f"--{stage}-adam-b2", type=float, default=o.b2, help="Adam beta2")
+        g.add_argument(f"--{stage}-adam-eps", type=float, default=o.eps,
+                       help="Adam's denominator floor")
     g = groups["sft"]
     for name in ("warmup-steps", "weight-decay", "clip-norm"):  # deprecated: set all three stages
         g.add_argument(f"--{name}", type=float, default=None,
@@ -203,6 +205,7 @@ def _config_defaults(cfg) -> dict:
         out.update({f"{stage}_{f}": getattr(o, f) for f in (
             "lr", "schedule", "final_lr_frac", "warmup_steps", "weight_decay", "clip_norm")})
         out[f"{stage}_adam_b1"], out[f"{stage}_adam_b2"] = o.b1, o.b2
+        out[f"{stage}_adam_eps"] = o.eps
     return out
 
 
@@ -295,7 +298,8 @@ def config_from_args(a) -> RunConfig:
                       f"--{{base,sft,rl}}-{f.replace('_', '-')}", file=sys.stderr)
                 kw[f] = int(getattr(a, f)) if f == "warmup_steps" else getattr(a, f)
         return OptimConfig(total_steps=max(steps, 1), b1=getattr(a, f"{stage}_adam_b1"),
-                           b2=getattr(a, f"{stage}_adam_b2"), **kw)
+                           b2=getattr(a, f"{stage}_adam_b2"), eps=getattr(a, f"{stage}_adam_eps"),
+                           **kw)
 
     cfg = RunConfig(
         model=a.model, task=a.task, seeds=_seeds(a.seeds),

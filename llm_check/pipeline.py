@@ -307,8 +307,14 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
         rewards = np.asarray(strict(None, texts, answer=answers), np.float32)
         batch = (jnp.asarray(prompts), jnp.asarray(pmask), out.completion)  # one prompt pass a group
         cmask = out.completion_mask
-        old_lp, ent = out.logprobs, out.entropy  # the sampler's own: no second forward pass
+        old_lp, ent = out.logprobs, out.entropy  # the sampler's own
         ref_lp, _ = ctx.fns.logp(ref_params, *batch)
+        if g.kl_mode == "reward" and g.beta > 0:
+            # the log-ratio in the reward comes from the SAME computation for policy and
+            # reference, so it is exactly 0 where they agree: the sampler's log-probs differ from
+            # it by float noise (~1e-7), which Adam would turn into lr-sized random steps when
+            # the rewards carry no signal (a deterministic expert; docs/log.md)
+            old_lp, _ = ctx.fns.logp(params, *batch)
         seq_logratio = jnp.sum((old_lp - ref_lp) * cmask, axis=-1)
         shaped = shaped_rewards(jnp.asarray(rewards), seq_logratio, g)
         adv = group_advantages(shaped.reshape(-1, g.group_size), baseline=g.baseline,

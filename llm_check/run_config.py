@@ -54,6 +54,7 @@ class OptimConfig:
     total_steps: int = 100
     b1: float = 0.9
     b2: float = 0.999
+    eps: float = 1e-8  # Adam's denominator floor
     weight_decay: float = 0.0
     clip_norm: float = 1.0
 
@@ -179,9 +180,11 @@ class RunConfig:
     sft_optim: OptimConfig = OptimConfig(lr=3e-3, schedule="cosine", total_steps=400)
     rl_steps: int = 150
     # cosine to 0 averages the sampling noise out at the end; global-norm clipping is off in
-    # effect (100), since clipping the rare large updates biases the estimator (docs/log.md)
+    # effect (100), since clipping the rare large updates biases the estimator; Adam's eps at
+    # 1e-4 keeps a rare lone sample's gradient from being blown up to an lr-sized step on every
+    # parameter (docs/log.md)
     rl_optim: OptimConfig = OptimConfig(lr=3e-3, schedule="cosine", final_lr_frac=0.0,
-                                        clip_norm=100.0, total_steps=150)
+                                        clip_norm=100.0, eps=1e-4, total_steps=150)
     grpo: GRPOConfig = GRPOConfig()
     eval_every: int = 50
     ckpt_every: int = 50

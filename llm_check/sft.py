@@ -46,7 +46,7 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
         sched = optax.constant_schedule(cfg.lr)
     return optax.chain(
         optax.clip_by_global_norm(cfg.clip_norm),
-        optax.adamw(sched, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay,
+        optax.adamw(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
                     mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)),
     )
 
