@@ -72,7 +72,7 @@ def test_predictions_per_setting():
         c1 = np.log(0.7 * np.exp(1 / beta) + 0.3) - 0.7 / beta  # C1 at the SFT optimum
         assert_allclose(ce_change_prediction(s, eps, exact), c1, rtol=1e-10)
         paper = grpo_setting("paper", beta=beta)
-        m = binary_advantage_multiplier(rl_target(s, paper), 8, std_normalize=True)
+        m = binary_advantage_multiplier(rl_target(s, paper), paper.group_size, std_normalize=True)
         t = rl_target(s, paper)
         assert_allclose(beta * (t - s), m * t * (1 - t), rtol=1e-8)  # k3 stationarity at beta/m
     # the two settings are apart where theory says: beta = 0.25 and 1 (not 0.5)
