@@ -81,7 +81,7 @@ class GRPOConfig:
 
     group_size: int = 16
     prompts_per_step: int = 8
-    beta: float = 0.5
+    beta: float = 0.25
     kl_mode: str = "reward"  # "reward": beta * sequence k1 subtracted from r; "loss": per-token
     kl_estimator: str = "k1"  # the per-token estimator in "loss" mode (k1 | k2 | k3)
     clip_low: float = 0.2
