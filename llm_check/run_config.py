@@ -181,10 +181,10 @@ class RunConfig:
     rl_steps: int = 150
     # cosine to 0 averages the sampling noise out at the end; global-norm clipping is off in
     # effect (100), since clipping the rare large updates biases the estimator; Adam's eps at
-    # 1e-4 keeps a rare lone sample's gradient from being blown up to an lr-sized step on every
+    # 1e-3 keeps a rare lone sample's gradient from being blown up to an lr-sized step on every
     # parameter (docs/log.md)
     rl_optim: OptimConfig = OptimConfig(lr=3e-3, schedule="cosine", final_lr_frac=0.0,
-                                        clip_norm=100.0, eps=1e-4, total_steps=150)
+                                        clip_norm=100.0, eps=1e-3, total_steps=150)
     grpo: GRPOConfig = GRPOConfig()
     eval_every: int = 50
     ckpt_every: int = 50
