@@ -303,7 +303,7 @@ def config_from_args(a) -> RunConfig:
 
     cfg = RunConfig(
         model=a.model, task=a.task, seeds=_seeds(a.seeds),
-        order=ORDER_ALIASES.get(getattr(a, "order", d.order), getattr(a, "order", d.order)),
+        order=(lambda o: ORDER_ALIASES.get(o, o))(getattr(a, "order", d.order)),
         eps=getattr(a, "eps", d.eps),
         max_operand=a.max_operand, n_train=a.n_train, n_heldout=a.n_heldout,
         heldout_fraction=a.heldout_fraction,

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from llm_check import data as data_mod
 from llm_check.sft import nll_sums
@@ -79,9 +78,3 @@ def summarize(log_right: np.ndarray, log_wrong: np.ndarray, eps: float) -> dict:
     s = np.exp(log_right)
     return {"log_right": log_right, "log_wrong": log_wrong, "s": s,
             "ce": float(ce), "reward": float(np.mean(s))}
-
-
-def model_answer_logprobs(model, es: ExactSet, chunk_size: int = 64):
-    """Convenience for tests: ``measure`` on an nnx model."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return measure(make_answer_logprobs(graphdef, rest, chunk_size=chunk_size), params, es)

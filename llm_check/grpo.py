@@ -164,13 +164,6 @@ def rollout(model, tok, prompt_tokens, prompt_mask, key, cfg: GRPOConfig, *, gro
                   pad_id=tok.pad_id, repeat=g)
 
 
-def sequence_inputs(out: SampleOutput, prompt_mask):
-    """(tokens, attention mask, completion mask) of prompt + completion, for a full forward pass."""
-    attn = jnp.concatenate([jnp.asarray(prompt_mask, jnp.int32),
-                            jnp.asarray(out.completion_mask, jnp.int32)], axis=1)
-    return out.tokens, attn, out.completion_mask
-
-
 def make_completion_logprobs(graphdef, rest, *, temperature: float = 1.0):
     """Jitted (params, prompt_tokens [P, Tp], prompt_mask, completion [P*G, M]) -> (log-probs,
     entropies) [P*G, M] of the next-token law at ``temperature``; each prompt runs once for its

@@ -24,11 +24,11 @@ from llm_check.model import default_positions
 
 
 def _chunked(model, tokens, attention_mask, chunk_size: int, with_entropy: bool,
-             temperature: float = 1.0, start: int = 0):
+             temperature: float = 1.0):
     b, t = tokens.shape
-    h = model.hidden(tokens, attention_mask=attention_mask)[:, start:-1]  # [B, T-1-start, D]
-    targets = tokens[:, start + 1:]
-    n = t - 1 - start
+    h = model.hidden(tokens, attention_mask=attention_mask)[:, :-1]  # [B, T-1, D]
+    targets = tokens[:, 1:]
+    n = t - 1
     chunk = max(1, min(chunk_size, n))
     n_chunks = -(-n // chunk)
     pad = n_chunks * chunk - n
@@ -58,19 +58,15 @@ def _chunked(model, tokens, attention_mask, chunk_size: int, with_entropy: bool,
 
 
 def token_logprobs(model, tokens, attention_mask=None, *, chunk_size: int = 128,
-                   temperature: float = 1.0, start: int = 0) -> jax.Array:
-    """float32 [B, T-1-start]: log p(tokens[:, t+1] | tokens[:, :t+1]) at ``temperature`` for
-    t >= ``start`` (the LM head runs only there: a completion after a long prompt costs the head
-    of the completion's positions, not of the prompt's)."""
-    return _chunked(model, tokens, attention_mask, chunk_size, False, temperature, start)[0]
+                   temperature: float = 1.0) -> jax.Array:
+    """float32 [B, T-1]: log p(tokens[:, t+1] | tokens[:, :t+1]) at ``temperature``."""
+    return _chunked(model, tokens, attention_mask, chunk_size, False, temperature)[0]
 
 
 def token_logprobs_and_entropy(model, tokens, attention_mask=None, *, chunk_size: int = 128,
-                               temperature: float = 1.0,
-                               start: int = 0) -> tuple[jax.Array, jax.Array]:
-    """(log-probs, entropies), both float32 [B, T-1-start], of the next-token law at
-    ``temperature`` (``start`` as in ``token_logprobs``)."""
-    return _chunked(model, tokens, attention_mask, chunk_size, True, temperature, start)
+                               temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+    """(log-probs, entropies), both float32 [B, T-1], of the next-token law at ``temperature``."""
+    return _chunked(model, tokens, attention_mask, chunk_size, True, temperature)
 
 
 def grouped_completion_logprobs(model, prompt_tokens, prompt_mask, completion, *,

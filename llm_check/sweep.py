@@ -68,11 +68,9 @@ class SweepConfig:
 
 
 def _read_done(path: str) -> dict:
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    return {r["key"]: r for r in rows}
+    from llm_check.pipeline import _read_rows
+
+    return {r["key"]: r for r in _read_rows(path)}
 
 
 def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False) -> list[dict]:

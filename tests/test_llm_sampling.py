@@ -144,17 +144,6 @@ def test_one_prefill_per_prompt_equals_repeated_prompts(model):
     assert len({tuple(r) for r in np.asarray(once.completion)}) > 3  # the copies differ
 
 
-def test_logprobs_from_a_start_position_equal_the_full_ones_sliced(model):
-    from llm_check.logprobs import token_logprobs, token_logprobs_and_entropy
-
-    ids, mask, _ = prompts()
-    full = token_logprobs(model, jnp.asarray(ids), jnp.asarray(mask), chunk_size=4)
-    part = token_logprobs(model, jnp.asarray(ids), jnp.asarray(mask), chunk_size=4, start=4)
-    np.testing.assert_allclose(part, full[:, 4:], rtol=1e-6, atol=1e-6)
-    _, ent = token_logprobs_and_entropy(model, jnp.asarray(ids), jnp.asarray(mask), start=5)
-    assert ent.shape == (3, P - 1 - 5)
-
-
 @pytest.mark.parametrize("temperature", [1.0, 0.8])
 def test_grouped_logprobs_equal_the_full_forward_with_gradients(model, temperature):
     """One prompt pass per group (KV cache copied to the G rows) gives the log-probs, entropies
@@ -171,8 +160,8 @@ def test_grouped_logprobs_equal_the_full_forward_with_gradients(model, temperatu
 
     def full(q):
         lp, ent = token_logprobs_and_entropy(nnx.merge(graphdef, q), out.tokens, attn,
-                                             temperature=temperature, start=P - 1)
-        return lp, ent
+                                             temperature=temperature)
+        return lp[:, P - 1:], ent[:, P - 1:]
 
     def grouped(q):
         return grouped_completion_logprobs(nnx.merge(graphdef, q), jnp.asarray(ids),
