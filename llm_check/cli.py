@@ -90,6 +90,8 @@ def _defaults():
 
 def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> dict:
     """The settings of one run (``run`` and ``sweep`` share them), in argument groups."""
+    from llm_check.run_config import SETTING_RL_LR
+
     groups = _add_common(p, single_eps)
     g = groups["model"]
     g.add_argument("--init-std", type=float, default=d.init_std,
@@ -114,7 +116,12 @@ def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> di
     g.add_argument("--rl-steps", type=int, default=d.rl_steps, help="GRPO steps")
     for stage in ("base", "sft", "rl"):  # one AdamW per stage, every field its own flag
         g, o = groups[stage], getattr(d, f"{stage}_optim")
-        g.add_argument(f"--{stage}-lr", type=float, default=o.lr, help="peak learning rate")
+        if stage == "rl":
+            g.add_argument("--rl-lr", type=float, default=None, help="peak learning rate "
+                           "(default: the --setting's: " + ", ".join(
+                               f"{k} {v:g}" for k, v in SETTING_RL_LR.items()) + ")")
+        else:
+            g.add_argument(f"--{stage}-lr", type=float, default=o.lr, help="peak learning rate")
         g.add_argument(f"--{stage}-schedule", default=o.schedule, help="constant | cosine")
         g.add_argument(f"--{stage}-final-lr-frac", type=float, default=o.final_lr_frac,
                        help="cosine decays to lr times this")
@@ -253,6 +260,8 @@ def _parser(config=None) -> argparse.ArgumentParser:
     from llm_check.run_config import sweep_run_config
 
     sweep_defaults = _config_defaults(config or sweep_run_config())
+    if config is None:
+        del sweep_defaults["rl_lr"]  # each setting's own (SweepConfig.rl_lr)
     swp.set_defaults(**{k: v for k, v in sweep_defaults.items() if k not in ("eps", "seeds")})
     if config is not None:
         run.set_defaults(**_config_defaults(config))
@@ -275,8 +284,8 @@ def _parser(config=None) -> argparse.ArgumentParser:
 
 def config_from_args(a) -> RunConfig:
     """The RunConfig of ``coupling llm run``'s arguments, validated."""
-    from llm_check.run_config import (ORDER_ALIASES, GRPOConfig, OptimConfig, RunConfig,
-                                      grpo_setting)
+    from llm_check.run_config import (ORDER_ALIASES, SETTING_RL_LR, GRPOConfig, OptimConfig,
+                                      RunConfig, grpo_setting)
 
     d = RunConfig()
     base_steps = a.base_steps if a.base_steps is not None else (d.base_steps
@@ -292,6 +301,8 @@ def config_from_args(a) -> RunConfig:
     def optim(stage: str, steps: int) -> OptimConfig:
         kw = {f: getattr(a, f"{stage}_{f}") for f in ("lr", "schedule", "final_lr_frac",
                                                       "warmup_steps", "weight_decay", "clip_norm")}
+        if kw["lr"] is None:  # --rl-lr not given: the setting's own
+            kw["lr"] = SETTING_RL_LR.get(a.setting, SETTING_RL_LR["exact"])
         for f in ("warmup_steps", "weight_decay", "clip_norm"):
             if getattr(a, f) is not None:  # the deprecated shared flag
                 print(f"coupling llm: --{f.replace('_', '-')} is deprecated; use "
@@ -396,7 +407,7 @@ def _cmd_sweep_grid(a) -> int:
     sc = SweepConfig(betas=floats(a.betas, "betas"), eps=floats(a.eps_list, "eps"),
                      seeds=_seeds(a.seeds),
                      settings=tuple(x.strip() for x in a.settings.split(",") if x.strip()),
-                     run=config_from_args(a),
+                     run=config_from_args(a), rl_lr=a.rl_lr,
                      rl_then_sft_rl_steps=a.rl_then_sft_rl_steps).validate()
     if a.resume and a.out is None:
         raise InputError("--resume needs --out (the folder of the sweep to continue)")

@@ -8,12 +8,14 @@ Implements, per prompt x with G sampled completions y_1..y_G and rewards r_i:
   optionally, A_i / (std(r; ddof) + eps). Dividing by the group std re-weights prompts by
   1/std, a further bias: the expected update is no longer proportional to grad J.
 - the KL to the frozen reference, in one of two places (``GRPOConfig.kl_mode``):
-  - ``"reward"``: before the advantages are formed, each completion's reward becomes
-    r_i - beta * sum_t (log p - log ref)_{i,t}, the log-ratio of the whole completion under the
-    sampling policy (a constant, no gradient). With RLOO, no std division and on-policy samples the
-    update is an unbiased estimate of grad J_beta = grad (J - beta KL(p || ref)) ([kl.grad]: k1 in
-    the reward; [kl.token]: the sequence log-ratio acts as a reward-to-go for every token). Its
-    fixed point is the Gibbs tilt p* = ref e^{r/beta} / Z.
+  - ``"reward"``: each completion's reward becomes r_i - beta k_i, with k_i = sum_t (log p -
+    log ref)_{i,t} the log-ratio of the whole completion under the sampling policy (a constant, no
+    gradient). By default (``kl_in_baseline=False``) only r_i gets the group baseline and
+    -beta k_i is added after it (``advantages``); ``kl_in_baseline=True`` forms the advantages of
+    r_i - beta k_i. With RLOO, no std division and on-policy samples either is an unbiased
+    estimate of grad J_beta = grad (J - beta KL(p || ref)) ([kl.grad]: k1 in the reward;
+    [kl.token]: the sequence log-ratio acts as a reward-to-go for every token). Its fixed point is
+    the Gibbs tilt p* = ref e^{r/beta} / Z.
   - ``"loss"``: a per-token estimator k(i,t) against the reference is added to the loss,
       l_{i,t} = -min(rho A_i, clip(rho, 1 - eps_low, 1 + eps_high) A_i) + beta * k(i,t),
     with rho = p_theta / p_old and (``kl_per_token``)
@@ -101,11 +103,35 @@ def aggregate(per_token: jax.Array, mask: jax.Array, mode: str) -> jax.Array:
 
 
 def shaped_rewards(rewards: jax.Array, seq_logratio: jax.Array, cfg: GRPOConfig) -> jax.Array:
-    """The rewards the advantages are formed from: r - beta * sum_t (log p - log ref) when the KL
-    sits in the reward (``kl_mode="reward"``), else r unchanged. Both arrays are [N]."""
+    """r - beta * sum_t (log p - log ref) when the KL sits in the reward (``kl_mode="reward"``),
+    else r unchanged. Both arrays are [N]."""
     if cfg.kl_mode == "reward" and cfg.beta > 0:
         return rewards - cfg.beta * seq_logratio
     return rewards
+
+
+def advantages(rewards: jax.Array, seq_logratio: jax.Array, cfg: GRPOConfig) -> jax.Array:
+    """The [N] advantages of one batch: rewards and sequence log-ratios [N], grouped by G.
+
+    With the KL in the reward and ``kl_in_baseline=False`` (the ``exact`` preset) only r gets the
+    group baseline and the penalty is added after it: A_i = (r_i - b_i) - beta k_i, k_i the
+    sequence log-ratio. Both forms are unbiased, since a baseline that does not depend on y_i
+    leaves E[A_i grad log p(y_i)] unchanged, and E[k grad log p] = grad KL(p || ref) because
+    E[grad log p] = 0 (docs/theory.md [kl.grad]). They differ on a group of G identical
+    completions: there the baselined penalty is 0 for every member, so nothing pulls a prompt
+    that collapsed onto one unrewarded answer back towards the reference; -beta k_i still does
+    (docs/log.md).
+    """
+    g = cfg.group_size
+    if cfg.kl_mode == "reward" and cfg.beta > 0 and not cfg.kl_in_baseline:
+        adv = group_advantages(rewards.reshape(-1, g), baseline=cfg.baseline,
+                               std_normalize=cfg.std_normalize, ddof=cfg.std_ddof,
+                               eps=cfg.std_floor).reshape(-1)
+        return adv - cfg.beta * seq_logratio
+    shaped = shaped_rewards(rewards, seq_logratio, cfg)
+    return group_advantages(shaped.reshape(-1, g), baseline=cfg.baseline,
+                            std_normalize=cfg.std_normalize, ddof=cfg.std_ddof,
+                            eps=cfg.std_floor).reshape(-1)
 
 
 def grpo_loss(logp, old_logp, ref_logp, advantages, mask, cfg: GRPOConfig):

@@ -56,9 +56,9 @@ from tqdm.auto import tqdm
 from llm_check import checkpoint as ckpt
 from llm_check import data as data_mod
 from llm_check import exact_eval
-from llm_check.grpo import (decode_completions, group_advantages, make_completion_logprobs,
-                            make_grpo_step, make_reward_gradient, reward_stats, rollout,
-                            shaped_rewards)
+from llm_check.grpo import (advantages, decode_completions, group_advantages,
+                            make_completion_logprobs, make_grpo_step, make_reward_gradient,
+                            reward_stats, rollout)
 from llm_check.metrics import (heldout_ce, local_ce_prediction, relative_error, tree_cos,
                                tree_sub, tree_vdot)
 from llm_check.predictions import (ce_change_prediction, coarse_kl, coarse_target, expert_share,
@@ -316,10 +316,7 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
             # the rewards carry no signal (a deterministic expert; docs/log.md)
             old_lp, _ = ctx.fns.logp(params, *batch)
         seq_logratio = jnp.sum((old_lp - ref_lp) * cmask, axis=-1)
-        shaped = shaped_rewards(jnp.asarray(rewards), seq_logratio, g)
-        adv = group_advantages(shaped.reshape(-1, g.group_size), baseline=g.baseline,
-                               std_normalize=g.std_normalize, ddof=g.std_ddof,
-                               eps=g.std_floor).reshape(-1)
+        adv = advantages(jnp.asarray(rewards), seq_logratio, g)
         start = params
         inner = []
         for _ in range(g.inner_iters):

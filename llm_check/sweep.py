@@ -32,7 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llm_check.run_config import SETTINGS, RunConfig, grpo_setting, sweep_run_config
+from llm_check.run_config import (SETTING_RL_LR, SETTINGS, RunConfig, grpo_setting,
+                                  sweep_run_config)
 from theory.errors import InputError
 
 
@@ -44,6 +45,7 @@ class SweepConfig:
     settings: tuple[str, ...] = ("exact", "paper")
     run: RunConfig = dataclasses.field(default_factory=sweep_run_config)  # everything else
     rl_then_sft_rl_steps: int = 100
+    rl_lr: float | None = None  # None: each setting's own (run_config.SETTING_RL_LR)
 
     def validate(self) -> "SweepConfig":
         if not self.betas or any(not b > 0 for b in self.betas):
@@ -57,6 +59,8 @@ class SweepConfig:
             raise InputError("coupling llm sweep needs --task builtin (its answers can be listed)")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise InputError(f"setting --seeds {list(self.seeds)}: distinct seeds >= 0")
+        if self.rl_lr is not None and not self.rl_lr > 0:
+            raise InputError(f"setting --rl-lr {self.rl_lr}: must be > 0")
         if self.rl_then_sft_rl_steps < 1:
             raise InputError(f"setting --rl-then-sft-rl-steps {self.rl_then_sft_rl_steps}: "
                              "must be >= 1")
@@ -134,13 +138,14 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False) -> list[dict]:
                         if key in done or (order == "rl_then_sft" and setting != sc.settings[0]):
                             continue
                         n_rl = cfg.rl_steps if order == "sft_then_rl" else sc.rl_then_sft_rl_steps
-                        ocfg = dataclasses.replace(cfg, grpo=g, rl_steps=n_rl)
+                        optim = dataclasses.replace(cfg.rl_optim, lr=sc.rl_lr or
+                                                    SETTING_RL_LR[setting])
+                        ocfg = dataclasses.replace(cfg, grpo=g, rl_steps=n_rl, rl_optim=optim)
                         rctx = dataclasses.replace(ctx, cfg=ocfg)
-                        step = rl_steps.get((g, n_rl))
+                        step = rl_steps.get((g, n_rl, optim.lr))
                         if step is None:  # one compiled step per (setting, beta, length)
-                            step = rl_steps[(g, n_rl)] = make_grpo_step(
-                                ctx.graphdef, ctx.rest, P.stage_optimizer(cfg.rl_optim, n_rl),
-                                g)
+                            step = rl_steps[(g, n_rl, optim.lr)] = make_grpo_step(
+                                ctx.graphdef, ctx.rest, P.stage_optimizer(optim, n_rl), g)
                         folder = os.path.join(root, f"{setting}_beta{beta:g}", order)
                         start = sft if order == "sft_then_rl" else base
                         ex0 = ex_sft if order == "sft_then_rl" else ex_base

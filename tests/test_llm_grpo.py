@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
 from llm_check.config import preset
-from llm_check.grpo import (GRPOConfig, aggregate, group_advantages, grpo_loss, kl_per_token,
-                            reward_stats, shaped_rewards)
+from llm_check.grpo import (GRPOConfig, advantages, aggregate, group_advantages, grpo_loss,
+                            kl_per_token, reward_stats, shaped_rewards)
 from llm_check.logprobs import token_logprobs
 from llm_check.model import Qwen3
 from theory.errors import InputError
@@ -198,13 +198,16 @@ def test_invalid_settings_are_named(kw, name):
         GRPOConfig(**kw).validate()
 
 
-def test_kl_in_the_reward_with_rloo_is_the_exact_regularized_gradient():
+@pytest.mark.parametrize("kl_in_baseline", [False, True])
+def test_kl_in_the_reward_with_rloo_is_the_exact_regularized_gradient(kl_in_baseline):
     """[kl.grad], [kl.token]: beta * (log p - log ref) of the whole sequence subtracted from the
-    reward, leave-one-out advantages, no std division: E[grad loss] = -grad J_beta / L exactly,
-    with grad J_beta = sum_y p(y) [r(y) - beta log(p(y)/ref(y))] grad log p(y)."""
+    reward, leave-one-out advantages (of r alone, or of the penalized reward), no std division:
+    E[grad loss] = -grad J_beta / L exactly, with
+    grad J_beta = sum_y p(y) [r(y) - beta log(p(y)/ref(y))] grad log p(y)."""
     g, beta = 3, 0.7
     cfg = GRPOConfig(group_size=g, beta=beta, kl_mode="reward", kl_estimator="k1", baseline="loo",
-                     std_normalize=False, aggregation="fixed_length")
+                     std_normalize=False, aggregation="fixed_length",
+                     kl_in_baseline=kl_in_baseline)
     graphdef, params, rest = _tiny(0)
     _, ref_params, _ = _tiny(1)
     lp = _token_logp(graphdef, params, rest)
@@ -213,9 +216,8 @@ def test_kl_in_the_reward_with_rloo_is_the_exact_regularized_gradient():
     logratio = np.asarray(lp.sum(-1) - ref.sum(-1), np.float64)
     groups = np.array(list(itertools.product(range(len(SEQS)), repeat=g)))
     weight = np.prod(p[groups], axis=1)
-    shaped = shaped_rewards(jnp.asarray(REWARD[groups]), jnp.asarray(logratio[groups],
-                                                                      jnp.float32), cfg)
-    adv = group_advantages(shaped, baseline="loo", std_normalize=False)
+    adv = advantages(jnp.asarray(REWARD[groups]).reshape(-1),
+                     jnp.asarray(logratio[groups], jnp.float32).reshape(-1), cfg).reshape(groups.shape)
     mask = jnp.ones((g, L), jnp.int32)
     dl = jax.jit(jax.vmap(jax.grad(lambda glp, a, gref: grpo_loss(glp, None, gref, a, mask,
                                                                   cfg)[0])))(
@@ -244,6 +246,26 @@ def test_kl_mode_decides_where_the_kl_goes():
     seq = jnp.sum(lp - ref, axis=-1)
     assert_allclose(shaped_rewards(jnp.ones(2), seq, in_reward), 1 - 0.5 * seq, rtol=1e-6)
     assert_allclose(shaped_rewards(jnp.ones(2), seq, in_loss), 1.0, rtol=0)
+
+
+def test_the_kl_penalty_outside_the_baseline_acts_on_a_group_of_identical_completions():
+    """A prompt whose G samples are one and the same unrewarded answer: with the penalty inside
+    the baseline every advantage is 0 (nothing pulls the prompt back); outside it, each gets
+    -beta k, pushing that answer's probability down towards the reference's."""
+    g, beta = 4, 0.25
+    r = jnp.zeros(g)
+    k = jnp.full(g, 3.0)  # log p - log ref of the shared completion
+    inside = GRPOConfig(group_size=g, beta=beta, kl_in_baseline=True)
+    outside = GRPOConfig(group_size=g, beta=beta, kl_in_baseline=False)
+    assert_allclose(advantages(r, k, inside), 0.0, atol=1e-7)
+    assert_allclose(advantages(r, k, outside), -beta * 3.0, rtol=1e-6)
+    # with distinct completions, the reward part keeps its leave-one-out baseline either way
+    r2, k2 = jnp.asarray([1.0, 0.0, 0.0, 1.0]), jnp.asarray([0.5, -1.0, 2.0, 0.0])
+    loo = group_advantages(r2[None], baseline="loo", std_normalize=False)[0]
+    assert_allclose(advantages(r2, k2, outside), loo - beta * k2, rtol=1e-6)
+    # and the loss mode leaves the rewards alone
+    in_loss = GRPOConfig(group_size=g, beta=beta, kl_mode="loss", kl_estimator="k3")
+    assert_allclose(advantages(r2, k2, in_loss), loo, rtol=1e-6)
 
 
 def test_logprobs_are_scored_at_the_sampling_temperature():
