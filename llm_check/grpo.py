@@ -134,14 +134,16 @@ def advantages(rewards: jax.Array, seq_logratio: jax.Array, cfg: GRPOConfig) -> 
                             eps=cfg.std_floor).reshape(-1)
 
 
-def grpo_loss(logp, old_logp, ref_logp, advantages, mask, cfg: GRPOConfig):
+def grpo_loss(logp, old_logp, ref_logp, advantages, mask, cfg: GRPOConfig, beta=None):
     """The clipped GRPO loss over [N, L] completion log-probs; returns (loss, metrics).
 
     ``advantages`` is [N] (one per sequence). ``old_logp`` and ``ref_logp`` are constants; pass
     ``old_logp=None`` for one inner iteration (the old policy is the current one: rho = 1 exactly).
-    The KL estimator enters the loss only with ``kl_mode="loss"``; ``kl`` in the metrics is the
-    chosen estimator's per-token mean either way.
+    The KL estimator enters the loss only with ``kl_mode="loss"``, weighted by ``beta`` (default
+    ``cfg.beta``; it may be traced); ``kl`` in the metrics is the chosen estimator's per-token
+    mean either way.
     """
+    beta = cfg.beta if beta is None else beta
     old_logp = jax.lax.stop_gradient(logp if old_logp is None else old_logp)
     ref_logp = jax.lax.stop_gradient(ref_logp)
     m = mask.astype(logp.dtype)
@@ -150,7 +152,7 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, cfg: GRPOConfig):
     clipped = jnp.clip(ratio, 1.0 - cfg.clip_low, 1.0 + cfg.clip_high)
     pg = -jnp.minimum(ratio * a, clipped * a)
     kl = kl_per_token(logp, ref_logp, cfg.kl_estimator)
-    per_token = pg + cfg.beta * kl if (cfg.kl_mode == "loss" and cfg.beta > 0) else pg
+    per_token = pg + beta * kl if cfg.kl_mode == "loss" else pg
     loss = aggregate(per_token, mask, cfg.aggregation)
     n_tok = jnp.maximum(m.sum(), 1.0)
     low = ((ratio < 1.0 - cfg.clip_low) & (a < 0)).astype(logp.dtype)
@@ -206,27 +208,35 @@ def make_completion_logprobs(graphdef, rest, *, temperature: float = 1.0):
 
 def make_grpo_step(graphdef, rest, optimizer, cfg: GRPOConfig):
     """Jitted inner update: (params, opt_state, prompt_tokens, prompt_mask, completion, cmask,
-    old_logp, ref_logp, adv) -> (params, opt_state, metrics). With ``cfg.inner_iters == 1``
-    ``old_logp`` is ignored: the step's own log-probs, stop-gradiented, are the old ones."""
+    old_logp, ref_logp, adv, beta=cfg.beta) -> (params, opt_state, metrics). With
+    ``cfg.inner_iters == 1`` ``old_logp`` is ignored: the step's own log-probs, stop-gradiented,
+    are the old ones. ``beta`` is an argument, not a constant of the program, so one compiled
+    step serves every KL weight of a setting (the sweep's beta grid)."""
 
-    def loss_fn(params, prompt_tokens, prompt_mask, completion, cmask, old_logp, ref_logp, adv):
+    def loss_fn(params, prompt_tokens, prompt_mask, completion, cmask, old_logp, ref_logp, adv,
+                beta):
         model = nnx.merge(graphdef, params, rest)
         lp = grouped_completion_logprobs(model, prompt_tokens, prompt_mask, completion,
                                          temperature=cfg.temperature)
         old = None if cfg.inner_iters == 1 else old_logp
-        return grpo_loss(lp, old, ref_logp, adv, cmask, cfg)
+        return grpo_loss(lp, old, ref_logp, adv, cmask, cfg, beta)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     @jax.jit
-    def step(params, opt_state, prompt_tokens, prompt_mask, completion, cmask, old_logp,
-             ref_logp, adv):
+    def jitted(params, opt_state, prompt_tokens, prompt_mask, completion, cmask, old_logp,
+               ref_logp, adv, beta):
         (_, metrics), grads = grad_fn(params, prompt_tokens, prompt_mask, completion, cmask,
-                                      old_logp, ref_logp, adv)
+                                      old_logp, ref_logp, adv, beta)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics["grad_norm"] = optax.tree.norm(grads)
         return params, opt_state, metrics
+
+    def step(params, opt_state, prompt_tokens, prompt_mask, completion, cmask, old_logp,
+             ref_logp, adv, beta=None):
+        return jitted(params, opt_state, prompt_tokens, prompt_mask, completion, cmask, old_logp,
+                      ref_logp, adv, jnp.float32(cfg.beta if beta is None else beta))
 
     return step
 

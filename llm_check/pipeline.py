@@ -320,7 +320,8 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
         start = params
         inner = []
         for _ in range(g.inner_iters):
-            params, opt_state, m = step(params, opt_state, *batch, cmask, old_lp, ref_lp, adv)
+            params, opt_state, m = step(params, opt_state, *batch, cmask, old_lp, ref_lp, adv,
+                                        g.beta)
             inner.append(m)
         m = inner[0]
         cm = np.asarray(cmask, np.float64)

@@ -142,9 +142,11 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False) -> list[dict]:
                                                     SETTING_RL_LR[setting])
                         ocfg = dataclasses.replace(cfg, grpo=g, rl_steps=n_rl, rl_optim=optim)
                         rctx = dataclasses.replace(ctx, cfg=ocfg)
-                        step = rl_steps.get((g, n_rl, optim.lr))
-                        if step is None:  # one compiled step per (setting, beta, length)
-                            step = rl_steps[(g, n_rl, optim.lr)] = make_grpo_step(
+                        # one compiled step per (setting, length, lr): beta is an argument
+                        shape = (dataclasses.replace(g, beta=0.0), n_rl, optim.lr)
+                        step = rl_steps.get(shape)
+                        if step is None:
+                            step = rl_steps[shape] = make_grpo_step(
                                 ctx.graphdef, ctx.rest, P.stage_optimizer(optim, n_rl), g)
                         folder = os.path.join(root, f"{setting}_beta{beta:g}", order)
                         start = sft if order == "sft_then_rl" else base

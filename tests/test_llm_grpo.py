@@ -310,3 +310,28 @@ def test_one_inner_iteration_ignores_the_passed_old_logprobs():
     two = make_grpo_step(graphdef, rest, opt, dataclasses.replace(cfg, inner_iters=2))
     c, _, mc = two(params, opt.init(params), *batch, cmask, lp - 3.0, lp, adv)
     assert float(mc["clip_ratio/region_mean"]) > 0  # with mu = 2 the passed old log-probs count
+
+
+def test_beta_is_an_argument_of_the_compiled_step():
+    """The sweep compiles one step per setting and passes each beta: a step built at one beta and
+    called with another equals the step built at the other (k3 in the loss, where beta enters the
+    program), and differs from the step at its own beta."""
+    import optax
+
+    from llm_check.grpo import make_grpo_step
+
+    graphdef, params, rest = _tiny(0)
+    _, ref_params, _ = _tiny(1)
+    batch = (jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1), jnp.int32), jnp.asarray(SEQS))
+    cmask = jnp.ones((len(SEQS), L), jnp.int32)
+    ref = _token_logp(graphdef, ref_params, rest)
+    adv = group_advantages(jnp.asarray(REWARD)[None], std_normalize=True).reshape(-1)
+    opt = optax.sgd(0.1)
+    cfg = GRPOConfig(group_size=9, kl_mode="loss", kl_estimator="k3")
+    at = lambda b: make_grpo_step(graphdef, rest, opt, dataclasses.replace(cfg, beta=b))  # noqa: E731
+    args = (params, opt.init(params), *batch, cmask, None, ref, adv)
+    shared, own, other = at(0.1)(*args, 0.5)[0], at(0.5)(*args)[0], at(0.1)(*args)[0]
+    for x, y, z in zip(jax.tree.leaves(shared), jax.tree.leaves(own), jax.tree.leaves(other)):
+        assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+    assert max(float(jnp.abs(x - z).max()) for x, z in zip(jax.tree.leaves(shared),
+                                                          jax.tree.leaves(other))) > 1e-4

@@ -79,6 +79,10 @@ def test_outputs_and_summary(reference_run):
                 "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean",
                 "completions/mean_length", "grad/cos_ce_rl", "local/ce_pred", "local/dce_pred"):
         assert all(key in r for r in rl), key
+    # at RL step 1 the policy IS the reference, and in kl_mode reward both log-probs come from
+    # the same function, so the KL in the reward is exactly 0 (the sampler's own log-probs differ
+    # from it by float noise, which Adam would turn into steps when the rewards carry no signal)
+    assert [r["kl_seq"] for r in rl if r["step"] == 1] == [0.0, 0.0]
     first_rl = [r for r in rows if r["stage"] == "rl" and r["step"] == 0]
     assert all("pred/ce_change" in r and "exact/target_gap" in r for r in first_rl)
     first_sft = [r for r in rows if r["order"] == "rl_then_sft" and r["stage"] == "sft"][0]
