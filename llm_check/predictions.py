@@ -103,3 +103,35 @@ def coarse_kl(target: np.ndarray, now: dict) -> float:
     p = np.clip(np.stack([s, w, 1 - s - w], -1), 1e-12, None)
     t = np.clip(target, 1e-300, None)
     return float(np.mean(np.sum(np.where(target > 0, target * (np.log(t) - np.log(p)), 0), -1)))
+
+
+def coarse_law(now: dict) -> np.ndarray:
+    """A policy's law over the three cells of ``coarse_target``, [X, 3], from an
+    ``exact_eval.measure`` result."""
+    s, w = np.asarray(now["s"], np.float64), np.exp(np.asarray(now["log_wrong"], np.float64))
+    return np.clip(np.stack([s, w, 1 - s - w], -1), 1e-12, None)
+
+
+def _kl_cells(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(np.where(a > 0, a * (np.log(np.clip(a, 1e-300, None)) - np.log(b)), 0), -1)
+
+
+def coarse_objective(law: np.ndarray, ref_law: np.ndarray, beta: float) -> float:
+    """J_beta = E_x [p(right | x) - beta KL(p(. | x) || ref(. | x))] over the three cells."""
+    return float(np.mean(law[:, 0] - beta * _kl_cells(law, ref_law)))
+
+
+def gibbs_drop(ref: dict, after_rl: dict, after_sft: dict, beta: float) -> dict:
+    """[thm41.gibbs] for RL then SFT, on the three-cell law: with p* the Gibbs tilt of the RL
+    reference, J_beta(p*) - J_beta(p) = beta KL(p || p*) for every p (the reward is constant on
+    each cell, so the identity holds on the cells exactly). Predicted: SFT after an RL that reached
+    p* lowers J_beta by beta KL(p_SFT || p*). Measured: J_beta(p_RL) - J_beta(p_SFT); the two differ
+    by exactly beta KL(p_RL || p*), the distance RL itself stopped short of p*."""
+    ref_law = coarse_law(ref)
+    tilt = coarse_target(ref, binary_fixed_point(np.clip(ref["s"], 1e-12, 1 - 1e-12), beta,
+                                                 kl="forward"))
+    rl, sft = coarse_law(after_rl), coarse_law(after_sft)
+    j_rl, j_sft = (coarse_objective(x, ref_law, beta) for x in (rl, sft))
+    return {"j_beta_after_rl": j_rl, "j_beta_after_sft": j_sft, "j_drop": j_rl - j_sft,
+            "j_drop_pred": float(beta * np.mean(_kl_cells(sft, tilt))),
+            "kl_rl_to_tilt": float(np.mean(_kl_cells(rl, tilt)))}

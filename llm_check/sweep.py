@@ -13,6 +13,9 @@ weight beta:
   default, since the prediction is about the SFT that follows): RL from the base, then SFT. SFT
   converges to its data's law, so the predicted reward after SFT is the mean over prompts of the
   training set's per-prompt share of right answers (1 - eps in expectation, [thm41.argmax]).
+  When the setting's fixed point is the Gibbs tilt p* of the base, also [thm41.gibbs] on the
+  three-cell law (``predictions.gibbs_drop``): the drop of J_beta over SFT against
+  beta KL(p_SFT || p*).
 
 eps = 0 is the negative control: a deterministic, reward-optimal expert, for which theory says RL
 cannot raise the SFT loss, and from an imperfect SFT model predicts a small fall ([threshold.kl]).
@@ -84,7 +87,7 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False) -> list[dict]:
     from llm_check import pipeline as P
     from llm_check.grpo import make_grpo_step
     from llm_check.predictions import (ce_change_prediction, coarse_kl, coarse_target,
-                                       expert_share, fixed_point_name, rl_target)
+                                       expert_share, fixed_point_name, gibbs_drop, rl_target)
 
     sc.validate()
     t0 = time.perf_counter()
@@ -180,6 +183,8 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False) -> list[dict]:
                                 "reward_after_sft_pred": expert_share(ctx.task),
                                 "reward_at_expert": 1.0 - eps,
                             })
+                            if g.kl_mode == "reward" and not g.std_normalize:  # p* the tilt
+                                row.update(gibbs_drop(ex_base, ex1, ex2, beta))
                         with open(rows_path, "a") as f:
                             f.write(json.dumps(row) + "\n")
                         rows.append(row)

@@ -62,6 +62,9 @@ def aggregate(rows: list[dict]) -> list[dict]:
                       "max_seed_abs_err": float(max(abs(r["reward_after_sft"]
                                                         - r["reward_after_sft_pred"])
                                                     for r in rs))})
+            if all("j_drop" in r for r in rs):  # [thm41.gibbs] (predictions.gibbs_drop)
+                g.update({k: float(np.mean([r[k] for r in rs]))
+                          for k in ("j_drop", "j_drop_pred", "kl_rl_to_tilt")})
         out.append(g)
     return out
 
@@ -106,6 +109,19 @@ def render(sc, groups: list[dict], wall_s: float | None) -> str:
         lines.append(f"| {g['eps']:g} | {g['beta']:g} | {_f(g['reward_before_sft'])} | "
                      f"{_f(g['reward_after_sft'])} ± {_f(g['reward_after_sft_ci95'])} | "
                      f"{_f(g['reward_after_sft_pred'])} | {_f(g['max_seed_abs_err'])} |")
+    gibbs = [g for g in groups if g["order"] == "rl_then_sft" and "j_drop" in g]
+    if gibbs:
+        lines += ["", "## RL then SFT: the drop of J_beta over SFT (thm41.gibbs)", "",
+                  "On the law over (right, wrong, any other completion), with p* the Gibbs tilt "
+                  "of the base: predicted drop beta KL(p_SFT ‖ p*) (exact if RL reached p*); the "
+                  "measured drop J_beta(p_RL) − J_beta(p_SFT) is smaller by exactly "
+                  "beta KL(p_RL ‖ p*), RL's own distance from p*.", "",
+                  "| eps | beta | measured drop | predicted | rel. err. | KL(p_RL ‖ p*) |",
+                  "|---|---|---|---|---|---|"]
+        for g in gibbs:
+            rel = abs(g["j_drop"] - g["j_drop_pred"]) / abs(g["j_drop_pred"])
+            lines.append(f"| {g['eps']:g} | {g['beta']:g} | {_f(g['j_drop'])} | "
+                         f"{_f(g['j_drop_pred'])} | {_f(rel, 3)} | {_f(g['kl_rl_to_tilt'])} |")
     lines += ["", "eps = 0 is the negative control: a deterministic expert that always earns the "
               "reward. Theory (threshold.kl) says RL cannot raise its SFT loss; from an imperfect "
               "SFT model it predicts a small fall.", ""]

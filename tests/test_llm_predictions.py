@@ -121,3 +121,27 @@ def test_coarse_target_law_and_its_kl():
     # the reward at its target but the unlisted mass not shrunk: target_gap 0, KL > 0
     off = {"s": t[:, 0], "log_wrong": np.log(t[:, 1] * 0.5)}
     assert coarse_kl(t, off) > 1e-3
+
+
+def test_gibbs_drop_is_beta_kl_to_the_tilt():
+    """[thm41.gibbs] on the three cells: J_beta(p*) - J_beta(p) = beta KL(p || p*) for any p, so
+    from an RL run that reached p* the drop over SFT is the prediction, and from one that did not,
+    it falls short by exactly beta KL(p_RL || p*). A wrong tilt (beta doubled) breaks both."""
+    from llm_check.predictions import coarse_target, gibbs_drop
+
+    rng = np.random.default_rng(3)
+    law = lambda: {"s": rng.uniform(0.2, 0.8, 6), "log_wrong": np.log(rng.uniform(0.05, 0.15, 6))}  # noqa: E731
+    ref, sft, rl = law(), law(), law()
+    for beta in (0.25, 1.0):
+        t = coarse_target(ref, binary_fixed_point(ref["s"], beta, kl="forward"))
+        star = {"s": t[:, 0], "log_wrong": np.log(t[:, 1])}
+        d = gibbs_drop(ref, star, sft, beta)
+        assert d["kl_rl_to_tilt"] < 1e-12 and d["j_drop_pred"] > 1e-2
+        assert_allclose(d["j_drop"], d["j_drop_pred"], rtol=1e-10)
+        d = gibbs_drop(ref, rl, sft, beta)
+        assert_allclose(d["j_drop"], d["j_drop_pred"] - beta * d["kl_rl_to_tilt"], rtol=1e-10,
+                        atol=1e-12)
+        wrong = coarse_target(ref, binary_fixed_point(ref["s"], 2 * beta, kl="forward"))
+        not_star = {"s": wrong[:, 0], "log_wrong": np.log(wrong[:, 1])}
+        d = gibbs_drop(ref, not_star, sft, beta)
+        assert abs(d["j_drop"] - d["j_drop_pred"]) > 1e-3

@@ -44,6 +44,8 @@ def test_every_combination_with_its_prediction(sweep_dir):
         assert isinstance(r["ce_rise_pred"], float)
     for r in rl_sft:
         assert KEYS | {"reward_before_sft", "reward_after_sft", "reward_after_sft_pred"} <= set(r)
+        # [thm41.gibbs]: the measured drop is the prediction less beta KL(p_RL || p*)
+        assert abs(r["j_drop"] - (r["j_drop_pred"] - r["beta"] * r["kl_rl_to_tilt"])) < 1e-9
     # base and SFT are trained once per (seed, eps) and shared: one SFT folder per eps
     root = os.path.join(sweep_dir, "runs", "seed0")
     assert sorted(os.listdir(root)) == ["eps0", "eps0.3"]
@@ -55,7 +57,7 @@ def test_every_combination_with_its_prediction(sweep_dir):
     for name in ("sweep.md", "sweep.png"):
         assert os.path.getsize(os.path.join(sweep_dir, name)) > 1000
     md = open(os.path.join(sweep_dir, "sweep.md")).read()
-    assert "negative control" in md and "rel. err." in md
+    assert "negative control" in md and "rel. err." in md and "thm41.gibbs" in md
 
 
 def test_resume_skips_finished_runs(sweep_dir, monkeypatch):
