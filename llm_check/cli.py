@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -254,6 +255,9 @@ def _parser(config=None) -> argparse.ArgumentParser:
     grid.add_argument("--resume", action="store_true", help="skip the runs --out already holds")
     grid.add_argument("--config", default=None, help="the run settings shared by every run of the "
                     "sweep (config.json or TOML); flags given here override them")
+    grid.add_argument("--workers", default="auto", help="processes that run the (seed, eps) "
+                      "cells side by side, one CPU thread each (auto: one per CPU core on a CPU "
+                      "backend without --mesh, else 1)")
     grid.add_argument("--rl-then-sft-rl-steps", type=int, default=100,
                     help="RL steps before the SFT of the rl_then_sft runs (the prediction is "
                     "about the SFT, so their RL need not reach its fixed point)")
@@ -395,6 +399,23 @@ def _cmd_sweep(a) -> int:
     return 0
 
 
+def _workers(text: str, run) -> int:
+    """--workers: a count, or auto (one per CPU core on a CPU backend without a mesh, else 1)."""
+    if text != "auto":
+        try:
+            n = int(text)
+        except ValueError:
+            raise InputError(f"setting --workers {text!r}: a count >= 1, or auto") from None
+        if n < 1:
+            raise InputError(f"setting --workers {text!r}: a count >= 1, or auto")
+        return n
+    import jax
+
+    if run.mesh or jax.default_backend() != "cpu":
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _cmd_sweep_grid(a) -> int:
     from llm_check.sweep import SweepConfig, run_sweep
 
@@ -412,7 +433,7 @@ def _cmd_sweep_grid(a) -> int:
     if a.resume and a.out is None:
         raise InputError("--resume needs --out (the folder of the sweep to continue)")
     out = a.out or time.strftime("llm_runs/sweep-%Y%m%d-%H%M%S")
-    run_sweep(sc, out, resume=a.resume)
+    run_sweep(sc, out, resume=a.resume, workers=_workers(a.workers, sc.run))
     with open(f"{out}/sweep.md") as f:
         print(f.read())
     print(f"wrote {out}/sweep.json, sweep.md, sweep.png")

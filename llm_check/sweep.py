@@ -80,16 +80,20 @@ def _read_done(path: str) -> dict:
     return {r["key"]: r for r in _read_rows(path)}
 
 
-def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False) -> list[dict]:
-    """Every combination of ``sc``; writes sweep.json, sweep.md, sweep.png into ``out``."""
+def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False, workers: int = 1) -> list[dict]:
+    """Every combination of ``sc``; writes sweep.json, sweep.md, sweep.png into ``out``.
+
+    The (seed, eps) cells are independent (each trains its own base and SFT model), so with
+    ``workers`` > 1 they run in that many processes, each on one CPU thread (the tiny model's
+    steps are too small for XLA's intra-op threads to help: one 2-thread process makes a GRPO
+    step in the time two 1-thread processes make one each, docs/benchmarks.md). Each finished run
+    is appended to ``rows.jsonl`` by the process that ran it; the progress bar follows that file.
+    """
     from tqdm.auto import tqdm
 
-    from llm_check import pipeline as P
-    from llm_check.grpo import make_grpo_step
-    from llm_check.predictions import (ce_change_prediction, coarse_kl, coarse_target,
-                                       expert_share, fixed_point_name, gibbs_drop, rl_target)
-
     sc.validate()
+    if workers < 1:
+        raise InputError(f"setting --workers {workers}: must be >= 1")
     t0 = time.perf_counter()
     cfg_path = os.path.join(out, "sweep_config.json")
     if os.path.exists(cfg_path) and not resume:
@@ -112,89 +116,127 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False) -> list[dict]:
     n_sft_rl = len(sc.seeds) * len(sc.eps) * len(sc.settings) * len(sc.betas)
     n_rl_sft = len(sc.seeds) * len(sc.eps) * len(sc.betas)
     bar = tqdm(total=n_sft_rl + n_rl_sft, desc="sweep runs")
-    rows = list(done.values())
-    bar.update(len(rows))
-    fns, rl_steps = None, {}
-    for seed in sc.seeds:
-        for eps in sc.eps:
-            cfg = dataclasses.replace(sc.run, seeds=(seed,), eps=eps)
-            ctx, init = P.build_context(cfg, seed, fns=fns)
-            fns = ctx.fns
-            root = os.path.join(out, "runs", f"seed{seed}", f"eps{eps:g}")
-            todo = [(s, b) for s in sc.settings for b in sc.betas
-                    if _key(seed, eps, s, b, "sft_then_rl") not in done]
-            todo_rs = [b for b in sc.betas if _key(seed, eps, sc.settings[0], b, "rl_then_sft")
-                       not in done]
-            if not todo and not todo_rs:
-                continue
-            base = (P.run_stage(ctx, stage="base", label="base", folder=os.path.join(root, "base"),
-                                start_params=init, resume=True) if cfg.base_steps else init)
-            sft = P.run_stage(ctx, stage="sft", label="sft", folder=os.path.join(root, "sft"),
-                              start_params=base, resume=True)
-            ex_sft = P.measure_exact(ctx, sft)
-            ex_base = P.measure_exact(ctx, base)
-            for setting in sc.settings:
-                for beta in sc.betas:
-                    g = grpo_setting(setting, sc.run.grpo, beta=beta)
-                    for order in ("sft_then_rl", "rl_then_sft"):
-                        key = _key(seed, eps, setting, beta, order)
-                        if key in done or (order == "rl_then_sft" and setting != sc.settings[0]):
-                            continue
-                        n_rl = cfg.rl_steps if order == "sft_then_rl" else sc.rl_then_sft_rl_steps
-                        optim = dataclasses.replace(cfg.rl_optim, lr=sc.rl_lr or
-                                                    SETTING_RL_LR[setting])
-                        ocfg = dataclasses.replace(cfg, grpo=g, rl_steps=n_rl, rl_optim=optim)
-                        rctx = dataclasses.replace(ctx, cfg=ocfg)
-                        # one compiled step per (setting, length, lr): beta is an argument
-                        shape = (dataclasses.replace(g, beta=0.0), n_rl, optim.lr)
-                        step = rl_steps.get(shape)
-                        if step is None:
-                            step = rl_steps[shape] = make_grpo_step(
-                                ctx.graphdef, ctx.rest, P.stage_optimizer(optim, n_rl), g)
-                        folder = os.path.join(root, f"{setting}_beta{beta:g}", order)
-                        start = sft if order == "sft_then_rl" else base
-                        ex0 = ex_sft if order == "sft_then_rl" else ex_base
-                        rl = P.run_stage(rctx, stage="rl", label=order, folder=os.path.join(
-                            folder, "rl"), start_params=start, resume=resume, step=step)
-                        ex1 = P.measure_exact(rctx, rl)
-                        target = rl_target(ex0["s"], g)
-                        law = None if target is None else coarse_target(ex0, target)
-                        row = {"key": key, "beta": beta, "eps": eps, "seed": seed,
-                               "setting": setting, "order": order,
-                               "fixed_point": fixed_point_name(g),
-                               "s_start": ex0["s"].tolist(),
-                               "reward_before_rl": ex0["reward"], "reward_after_rl": ex1["reward"],
-                               "reward_target": (None if target is None
-                                                 else float(np.mean(target))),
-                               "target_gap": (None if target is None else
-                                              float(np.mean(np.abs(ex1["s"] - target)))),
-                               "target_kl": None if law is None else coarse_kl(law, ex1)}
-                        if order == "sft_then_rl":
-                            pred = ce_change_prediction(ex0["s"], eps, g)
-                            row.update({"ce_before_rl": ex0["ce"], "ce_after_rl": ex1["ce"],
-                                        "ce_rise": ex1["ce"] - ex0["ce"], "ce_rise_pred": pred})
-                        else:
-                            after = P.run_stage(rctx, stage="sft", label=order, folder=os.path.join(
-                                folder, "sft"), start_params=rl, resume=resume)
-                            ex2 = P.measure_exact(rctx, after)
-                            row.update({
-                                "reward_before_sft": ex1["reward"],
-                                "reward_after_sft": ex2["reward"],
-                                "reward_after_sft_pred": expert_share(ctx.task),
-                                "reward_at_expert": 1.0 - eps,
-                            })
-                            if g.kl_mode == "reward" and not g.std_normalize:  # p* the tilt
-                                row.update(gibbs_drop(ex_base, ex1, ex2, beta))
-                        with open(rows_path, "a") as f:
-                            f.write(json.dumps(row) + "\n")
-                        rows.append(row)
-                        bar.update(1)
+    bar.update(len(done))
+    cells = [(seed, eps) for seed in sc.seeds for eps in sc.eps
+             if any(_key(seed, eps, s, b, "sft_then_rl") not in done
+                    or _key(seed, eps, sc.settings[0], b, "rl_then_sft") not in done
+                    for s in sc.settings for b in sc.betas)]
+    workers = max(1, min(workers, len(cells)))
+    if workers == 1:
+        run_cells(sc, cells, out, set(done), resume, on_row=lambda: bar.update(1))
+    else:
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_one_thread_worker) as pool:
+            pending = {pool.submit(run_cells, sc, cells[i::workers], out, set(done), resume)
+                       for i in range(workers)}
+            while pending:
+                finished, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    fut.result()  # a worker's error stops the sweep (--resume continues it)
+                bar.update(len(_read_done(rows_path)) - bar.n)
     bar.close()
+    rows = list(_read_done(rows_path).values())
     rows.sort(key=lambda r: (r["order"], r["setting"], r["eps"], r["beta"], r["seed"]))
     from llm_check import sweep_report
 
     sweep_report.write(sc, rows, out, wall_s=time.perf_counter() - t0)
     return rows
+
+
+def _one_thread_worker() -> None:
+    """Set up a sweep worker process before it imports JAX: one XLA CPU thread, no stage bars."""
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen="
+                               "false intra_op_parallelism_threads=1").strip()
+    os.environ["TQDM_DISABLE"] = "1"
+
+
+def run_cells(sc: SweepConfig, cells, out: str, done: set, resume: bool, on_row=None) -> int:
+    """Run every (seed, eps) cell of ``cells``, appending each finished run's row to
+    ``rows.jsonl`` (runs whose key is in ``done`` are skipped); returns the number of rows
+    written. The jitted functions are shared by the cells of one call."""
+    from llm_check import pipeline as P
+    from llm_check.grpo import make_grpo_step
+    from llm_check.predictions import (ce_change_prediction, coarse_kl, coarse_target,
+                                       expert_share, fixed_point_name, gibbs_drop, rl_target)
+
+    rows_path = os.path.join(out, "rows.jsonl")
+    fns, rl_steps, written = None, {}, 0
+    for seed, eps in cells:
+        cfg = dataclasses.replace(sc.run, seeds=(seed,), eps=eps)
+        todo = [(s, b) for s in sc.settings for b in sc.betas
+                if _key(seed, eps, s, b, "sft_then_rl") not in done]
+        todo_rs = [b for b in sc.betas if _key(seed, eps, sc.settings[0], b, "rl_then_sft")
+                   not in done]
+        if not todo and not todo_rs:
+            continue
+        ctx, init = P.build_context(cfg, seed, fns=fns)
+        fns = ctx.fns
+        root = os.path.join(out, "runs", f"seed{seed}", f"eps{eps:g}")
+        base = (P.run_stage(ctx, stage="base", label="base", folder=os.path.join(root, "base"),
+                            start_params=init, resume=True) if cfg.base_steps else init)
+        sft = P.run_stage(ctx, stage="sft", label="sft", folder=os.path.join(root, "sft"),
+                          start_params=base, resume=True)
+        ex_sft = P.measure_exact(ctx, sft)
+        ex_base = P.measure_exact(ctx, base)
+        for setting in sc.settings:
+            for beta in sc.betas:
+                g = grpo_setting(setting, sc.run.grpo, beta=beta)
+                for order in ("sft_then_rl", "rl_then_sft"):
+                    key = _key(seed, eps, setting, beta, order)
+                    if key in done or (order == "rl_then_sft" and setting != sc.settings[0]):
+                        continue
+                    n_rl = cfg.rl_steps if order == "sft_then_rl" else sc.rl_then_sft_rl_steps
+                    optim = dataclasses.replace(cfg.rl_optim, lr=sc.rl_lr or SETTING_RL_LR[setting])
+                    ocfg = dataclasses.replace(cfg, grpo=g, rl_steps=n_rl, rl_optim=optim)
+                    rctx = dataclasses.replace(ctx, cfg=ocfg)
+                    # one compiled step per (setting, length, lr): beta is an argument
+                    shape = (dataclasses.replace(g, beta=0.0), n_rl, optim.lr)
+                    step = rl_steps.get(shape)
+                    if step is None:
+                        step = rl_steps[shape] = make_grpo_step(
+                            ctx.graphdef, ctx.rest, P.stage_optimizer(optim, n_rl), g)
+                    folder = os.path.join(root, f"{setting}_beta{beta:g}", order)
+                    start = sft if order == "sft_then_rl" else base
+                    ex0 = ex_sft if order == "sft_then_rl" else ex_base
+                    rl = P.run_stage(rctx, stage="rl", label=order, folder=os.path.join(
+                        folder, "rl"), start_params=start, resume=resume, step=step)
+                    ex1 = P.measure_exact(rctx, rl)
+                    target = rl_target(ex0["s"], g)
+                    law = None if target is None else coarse_target(ex0, target)
+                    row = {"key": key, "beta": beta, "eps": eps, "seed": seed,
+                           "setting": setting, "order": order,
+                           "fixed_point": fixed_point_name(g),
+                           "s_start": ex0["s"].tolist(),
+                           "reward_before_rl": ex0["reward"], "reward_after_rl": ex1["reward"],
+                           "reward_target": None if target is None else float(np.mean(target)),
+                           "target_gap": (None if target is None else
+                                          float(np.mean(np.abs(ex1["s"] - target)))),
+                           "target_kl": None if law is None else coarse_kl(law, ex1)}
+                    if order == "sft_then_rl":
+                        pred = ce_change_prediction(ex0["s"], eps, g)
+                        row.update({"ce_before_rl": ex0["ce"], "ce_after_rl": ex1["ce"],
+                                    "ce_rise": ex1["ce"] - ex0["ce"], "ce_rise_pred": pred})
+                    else:
+                        after = P.run_stage(rctx, stage="sft", label=order, folder=os.path.join(
+                            folder, "sft"), start_params=rl, resume=resume)
+                        ex2 = P.measure_exact(rctx, after)
+                        row.update({
+                            "reward_before_sft": ex1["reward"],
+                            "reward_after_sft": ex2["reward"],
+                            "reward_after_sft_pred": expert_share(ctx.task),
+                            "reward_at_expert": 1.0 - eps,
+                        })
+                        if g.kl_mode == "reward" and not g.std_normalize:  # p* the tilt
+                            row.update(gibbs_drop(ex_base, ex1, ex2, beta))
+                    with open(rows_path, "a") as f:  # one write per row: safe across workers
+                        f.write(json.dumps(row) + "\n")
+                    written += 1
+                    if on_row is not None:
+                        on_row()
+    return written
 
 
 def _key(seed, eps, setting, beta, order) -> str:

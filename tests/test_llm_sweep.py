@@ -26,8 +26,8 @@ def sweep_dir(tmp_path_factory):
     import jax
 
     out = str(tmp_path_factory.mktemp("sweep") / "s")
-    with jax.enable_x64(False):
-        assert cli.main(["sweep", *ARGS, "--out", out]) == 0
+    with jax.enable_x64(False):  # two worker processes, one (seed, eps) cell each
+        assert cli.main(["sweep", *ARGS, "--out", out, "--workers", "2"]) == 0
     return out
 
 
@@ -68,18 +68,21 @@ def test_resume_skips_finished_runs(sweep_dir, monkeypatch):
 
     monkeypatch.setattr(pipeline, "run_stage", refuse)
     before = open(os.path.join(sweep_dir, "rows.jsonl")).read()
-    assert cli.main(["sweep", *ARGS, "--out", sweep_dir, "--resume"]) == 0
+    # in this process, so that the patched run_stage is the one a resumed run would call
+    assert cli.main(["sweep", *ARGS, "--out", sweep_dir, "--resume", "--workers", "1"]) == 0
     assert open(os.path.join(sweep_dir, "rows.jsonl")).read() == before
 
 
 @pytest.mark.parametrize("flag,value,match", [("--betas", "0.5,-1", "--betas"),
                                               ("--eps", "1.2", "--eps"),
-                                              ("--settings", "exact,trl", "--settings")])
+                                              ("--settings", "exact,trl", "--settings"),
+                                              ("--workers", "0", "--workers"),
+                                              ("--workers", "two", "--workers")])
 def test_bad_settings_write_nothing(tmp_path, flag, value, match):
     from theory.errors import InputError
 
     out = str(tmp_path / "never")
-    args = [a for a in ARGS]
+    args = [a for a in ARGS] + ["--workers", "auto"]
     args[args.index(flag) + 1] = value
     with pytest.raises(InputError, match=match):
         cli.main(["sweep", *args, "--out", out])
