@@ -207,7 +207,7 @@ def run_cells(sc: SweepConfig, cells, out: str, done: set, resume: bool, on_row=
                     target = rl_target(ex0["s"], g)
                     law = None if target is None else coarse_target(ex0, target)
                     row = {"key": key, "beta": beta, "eps": eps, "seed": seed,
-                           "setting": setting, "order": order,
+                           "setting": setting, "order": order, "rl_lr": optim.lr,
                            "fixed_point": fixed_point_name(g),
                            "s_start": ex0["s"].tolist(),
                            "reward_before_rl": ex0["reward"], "reward_after_rl": ex1["reward"],
