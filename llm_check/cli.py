@@ -98,10 +98,14 @@ def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> di
     g.add_argument("--init-std", type=float, default=d.init_std,
                    help="tiny model: random-init std")
     g = groups["devices"]
-    g.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,fsdp=4 (default: one "
-                   "device)")
+    g.add_argument("--mesh", default=None, help="device mesh, e.g. data=2,fsdp=4: parameters "
+                   "split over fsdp, every batch's rows over all D*F devices, so batch sizes must "
+                   "be multiples of D*F (default: one device)")
     g.add_argument("--dtype", default=d.dtype, help="compute dtype: float32 (CPU) or bfloat16 "
                    "(GPU/TPU, float32 master weights)")
+    g.add_argument("--remat", action=argparse.BooleanOptionalAction, default=d.remat,
+                   help="recompute each layer's activations in the backward pass (less memory, "
+                   "about one more forward pass of compute)")
     g = groups["base"]
     g.add_argument("--base-steps", type=int, default=None,
                    help=f"format pre-training steps (default: {d.base_steps} for tiny, 0 for a "
@@ -195,7 +199,7 @@ def _config_defaults(cfg) -> dict:
     g = cfg.grpo
     out = {k: getattr(cfg, k) for k in (
         "model", "task", "order", "eps", "max_operand", "n_train", "n_heldout", "heldout_fraction",
-        "eval_rows", "eval_samples", "sampled_eval", "mesh", "dtype", "base_steps",
+        "eval_rows", "eval_samples", "sampled_eval", "mesh", "remat", "dtype", "base_steps",
         "base_p_correct", "init_std", "sft_steps", "sft_batch", "grad_accum", "rl_steps",
         "eval_every", "ckpt_every", "chunk_size", "local_steps")}
     out.update(seeds=",".join(str(s) for s in cfg.seeds) + ("," if len(cfg.seeds) == 1 else ""),
@@ -331,6 +335,7 @@ def config_from_args(a) -> RunConfig:
         rl_steps=a.rl_steps, rl_optim=optim("rl", a.rl_steps),
         grpo=grpo, eval_every=a.eval_every, ckpt_every=a.ckpt_every, chunk_size=a.chunk_size,
         local_theory=not a.no_local_theory, local_steps=a.local_steps, mesh=a.mesh,
+        remat=a.remat,
         report_to=getattr(a, "report_to", d.report_to),
         dtype=a.dtype)
     return cfg.validate()

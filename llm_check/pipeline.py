@@ -66,6 +66,7 @@ from llm_check.predictions import (ce_change_prediction, coarse_kl, coarse_targe
 from llm_check.rewards import task_rewards
 from llm_check.run_config import ORDERS, GRPOConfig, OptimConfig, RunConfig  # noqa: F401
 from llm_check.sft import make_optimizer, make_sft_step, split_model, stack_micro
+from llm_check.sharding import place_like, shard_batch
 from theory.errors import InputError
 
 STAGE_IDS = {"base": 0, "sft": 1, "rl": 2}
@@ -146,10 +147,25 @@ class Context:
     rewards: tuple
     exact: exact_eval.ExactSet | None  # the built-in task's listed answers
     fns: Jitted
+    mesh: object = None  # the cfg.mesh Mesh: batches are split over it (``shard``); None: one device
+
+    def shard(self, batch, axis: int = 0):
+        """``shard(self.mesh, batch, axis)``."""
+        return shard(self.mesh, batch, axis)
+
+
+def shard(mesh, batch, axis: int = 0):
+    """The arrays of ``batch`` (a pytree) as device arrays: with a ``mesh``, their batch axis
+    ``axis`` split over all its devices (``sharding.shard_batch``); with None, plain
+    ``jnp.asarray`` (no extra transfer)."""
+    if mesh is None:
+        return jax.tree.map(jnp.asarray, batch)
+    return shard_batch(batch, mesh, axis)
 
 
 def load_model(cfg: RunConfig, seed: int):
-    """(model, config, tokenizer); with ``cfg.mesh`` the parameters are FSDP-sharded over it."""
+    """(model, config, tokenizer); with ``cfg.mesh`` the parameters are FSDP-sharded over it;
+    ``cfg.remat`` turns on the per-layer rematerialization of ``Qwen3``."""
     from llm_check.tokenizer import load_tokenizer
 
     mesh = None
@@ -163,7 +179,7 @@ def load_model(cfg: RunConfig, seed: int):
 
         mc = preset("tiny")
         model = Qwen3(mc, rngs=nnx.Rngs(seed), init_std=cfg.init_std,
-                      dtype=jnp.dtype(cfg.dtype))
+                      dtype=jnp.dtype(cfg.dtype), remat=cfg.remat)
         if mesh is not None:
             from llm_check.sharding import shard_model
 
@@ -173,7 +189,8 @@ def load_model(cfg: RunConfig, seed: int):
 
     if not os.path.isdir(cfg.model):
         raise InputError(f"setting --model {cfg.model!r}: neither 'tiny' nor a folder")
-    model, mc = load_pretrained(cfg.model, dtype=jnp.dtype(cfg.dtype), mesh=mesh)
+    model, mc = load_pretrained(cfg.model, dtype=jnp.dtype(cfg.dtype), mesh=mesh,
+                                remat=cfg.remat)
     return model, mc, load_tokenizer(cfg.model)
 
 
@@ -188,6 +205,7 @@ def load_checked_task(cfg: RunConfig, seed: int) -> data_mod.TaskData:
     if cfg.grpo.prompts_per_step > len(task.train):
         raise InputError(f"setting prompts_per_step={cfg.grpo.prompts_per_step}: larger than the "
                          f"train set ({len(task.train)} rows)")
+    cfg.check_heldout(len(task.heldout[: cfg.eval_rows] if cfg.eval_rows else task.heldout))
     return task
 
 
@@ -195,8 +213,10 @@ def build_context(cfg: RunConfig, seed: int, loaded=None, fns: Jitted | None = N
     """Load data and model for one seed; returns (context, initial params).
 
     ``loaded`` = (model, model config, tokenizer) skips loading the model named in ``cfg``;
-    ``fns`` reuses the jitted functions of an earlier seed of the same run.
+    ``fns`` reuses the jitted functions of an earlier seed of the same run. With ``cfg.mesh`` the
+    context holds the mesh, and the held-out CE batch and evaluation prompts are split over it.
     """
+    cfg.check_mesh()
     task = load_checked_task(cfg, seed)
     model, mc, tok = load_model(cfg, seed) if loaded is None else loaded
     graphdef, params, rest = split_model(model)
@@ -209,6 +229,12 @@ def build_context(cfg: RunConfig, seed: int, loaded=None, fns: Jitted | None = N
     held = data_mod.encode_examples(tok, heldout_rows)
     exact = (exact_eval.exact_set(tok, max_operand=cfg.max_operand, eps=cfg.eps)
              if cfg.task == "builtin" else None)
+    mesh = None
+    if cfg.mesh is not None:
+        from llm_check.sharding import make_mesh
+
+        mesh = make_mesh(cfg.mesh)
+        ep, em = shard(mesh, (ep, em))
     ctx = Context(
         cfg=cfg, seed=seed, tok=tok, task=task, model_config=mc, graphdef=graphdef, rest=rest,
         train=data_mod.encode_examples(tok, task.train),
@@ -216,9 +242,8 @@ def build_context(cfg: RunConfig, seed: int, loaded=None, fns: Jitted | None = N
             task.train, seed=seed, p_correct=cfg.base_p_correct)),
         train_prompts=tp, train_prompt_mask=tm, train_answers=[ex.answer for ex in task.train],
         eval_prompts=ep, eval_prompt_mask=em, eval_answers=[ex.answer for ex in heldout_rows],
-        heldout=tuple(jnp.asarray(x) for x in (held.tokens, held.attention_mask,
-                                               held.completion_mask)),
-        rewards=task_rewards(task.answer_pattern), exact=exact, fns=fns)
+        heldout=tuple(shard(mesh, (held.tokens, held.attention_mask, held.completion_mask))),
+        rewards=task_rewards(task.answer_pattern), exact=exact, fns=fns, mesh=mesh)
     return ctx, params
 
 
@@ -282,7 +307,8 @@ def sft_step_fn(ctx: Context, source: data_mod.TokenBatch, step, stage: str):
     def run(params, opt_state, k: int):
         idx = data_mod.batch_indices(len(source), cfg.sft_batch, ctx.seed * 7919 + STAGE_IDS[stage],
                                      k - 1)
-        arrays = [jnp.asarray(x) for x in stack_micro(source.take(idx), cfg.grad_accum)]
+        # [A, B, T]: the rows of each micro-batch (axis 1) split over the mesh
+        arrays = ctx.shard(stack_micro(source.take(idx), cfg.grad_accum), axis=1)
         params, opt_state, m = step(params, opt_state, *arrays)
         return params, opt_state, {k2: float(v) for k2, v in m.items()}
 
@@ -302,12 +328,14 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
         prompts, pmask = ctx.train_prompts[idx], ctx.train_prompt_mask[idx]
         answers = [ctx.train_answers[i] for i in idx for _ in range(g.group_size)]
         model = nnx.merge(ctx.graphdef, params, ctx.rest)
+        prompts, pmask = ctx.shard((prompts, pmask))  # P rows
         out = rollout(model, ctx.tok, prompts, pmask, key, g)
         texts = decode_completions(ctx.tok, out.completion, out.completion_mask)
         rewards = np.asarray(strict(None, texts, answer=answers), np.float32)
-        batch = (jnp.asarray(prompts), jnp.asarray(pmask), out.completion)  # one prompt pass a group
-        cmask = out.completion_mask
-        old_lp, ent = out.logprobs, out.entropy  # the sampler's own
+        # P*G rows (grouped: prompt i owns rows i*G .. i*G+G-1, so each device keeps whole groups)
+        completion, cmask, old_lp = ctx.shard((out.completion, out.completion_mask, out.logprobs))
+        batch = (prompts, pmask, completion)  # one prompt pass a group
+        ent = out.entropy  # old_lp above: the sampler's own
         ref_lp, _ = ctx.fns.logp(ref_params, *batch)
         if g.kl_mode == "reward" and g.beta > 0:
             # the log-ratio in the reward comes from the SAME computation for policy and
@@ -317,6 +345,7 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
             old_lp, _ = ctx.fns.logp(params, *batch)
         seq_logratio = jnp.sum((old_lp - ref_lp) * cmask, axis=-1)
         adv = advantages(jnp.asarray(rewards), seq_logratio, g)
+        old_lp, ref_lp, adv = ctx.shard((old_lp, ref_lp, adv))
         start = params
         inner = []
         for _ in range(g.inner_iters):
@@ -347,7 +376,7 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
             lin, quad, grad_ce = ctx.fns.local(start, delta, *ctx.heldout)
             raw_adv = group_advantages(jnp.asarray(rewards).reshape(-1, g.group_size),
                                        baseline="loo", std_normalize=False).reshape(-1)
-            grad_j = ctx.fns.reward_grad(start, *batch, cmask, raw_adv)
+            grad_j = ctx.fns.reward_grad(start, *batch, cmask, ctx.shard(raw_adv))
             row.update({
                 "local/ce_before": ce0,
                 "local/dce_measured": ce1 - ce0,
@@ -405,7 +434,7 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
     opt_state = stage_optimizer(getattr(cfg, optim_name), n_steps).init(start_params)
     if resume and os.path.isfile(os.path.join(final, "meta.json")):
         trees, _ = ckpt.load_checkpoint(final, {"params": start_params})
-        return jax.tree.map(jnp.asarray, trees["params"])
+        return place_like(trees["params"], start_params)  # keeps the mesh's sharding
     os.makedirs(folder, exist_ok=True)
     kl_name = "rl/kl_ref" if stage == "rl" else "sft/kl_ref"
     ref = start_params
@@ -428,8 +457,8 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
     found = ckpt.latest_checkpoint(os.path.join(folder, "ckpt")) if resume else None
     if found:
         trees, meta = ckpt.load_checkpoint(found[0], {"params": params, "opt_state": opt_state})
-        params = jax.tree.map(jnp.asarray, trees["params"])
-        opt_state = jax.tree.map(jnp.asarray, trees["opt_state"])
+        params = place_like(trees["params"], start_params)  # keeps the mesh's sharding
+        opt_state = place_like(trees["opt_state"], opt_state)
         first = meta["step"] + 1
         rows = [r for r in _read_rows(rows_path) if r["step"] <= meta["step"]]
     else:

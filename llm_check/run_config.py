@@ -204,7 +204,8 @@ class RunConfig:
     chunk_size: int = 64
     local_theory: bool = True
     local_steps: int = 10  # local theory on RL steps 1..N and every eval step; -1 = every step
-    mesh: str | None = None
+    mesh: str | None = None  # "data=D,fsdp=F": params FSDP-sharded, batches split over all D*F
+    remat: bool = False  # recompute each layer's activations in the backward pass (memory)
     dtype: str = "float32"  # compute dtype: float32 (CPU) or bfloat16 (GPU/TPU; f32 master weights)
     report_to: str = ""  # comma-separated trackers: tensorboard, wandb (llm_check.tracking)
 
@@ -232,6 +233,7 @@ class RunConfig:
         if self.sft_batch % self.grad_accum:
             raise InputError(f"setting grad_accum={self.grad_accum}: must divide sft_batch="
                              f"{self.sft_batch}")
+        self.check_mesh()
         from llm_check.tracking import check_report_to
 
         check_report_to(self.trackers)
@@ -240,6 +242,37 @@ class RunConfig:
         self.rl_optim.validate("rl")
         self.grpo.validate()
         return self
+
+    def check_mesh(self) -> None:
+        """With ``mesh``, every batch fed to a jitted function is split over all its devices, so
+        each batch size must be a multiple of the device count (``mesh_devices``)."""
+        if self.mesh is None:
+            return
+        n = mesh_devices(self.mesh)
+        where = f"the {n} devices of --mesh {self.mesh}"
+        micro = self.sft_batch // self.grad_accum
+        if micro % n:
+            raise InputError(f"setting --sft-batch {self.sft_batch}"
+                             + (f" / --grad-accum {self.grad_accum}" if self.grad_accum > 1
+                                else "")
+                             + f": the {micro} rows of a micro-batch must split evenly over {where}")
+        p, g = self.grpo.prompts_per_step, self.grpo.group_size
+        if p % n:
+            raise InputError(f"setting --prompts-per-step {p} (x --group-size {g}): the {p} "
+                             f"prompts of a GRPO step (and their {p * g} completions) must split "
+                             f"evenly over {where}")
+
+    def check_heldout(self, n_heldout: int) -> None:
+        """With ``mesh``, the ``n_heldout`` held-out rows evaluated (CE batch and eval prompts)
+        must split evenly over the mesh's devices."""
+        if self.mesh is None:
+            return
+        n = mesh_devices(self.mesh)
+        if n_heldout % n:
+            raise InputError(f"setting --eval-rows {self.eval_rows} (--n-heldout "
+                             f"{self.n_heldout}): the {n_heldout} held-out rows evaluated must "
+                             f"split evenly over the {n} devices of --mesh {self.mesh}; set "
+                             f"--eval-rows to a multiple of {n}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -252,6 +285,25 @@ class RunConfig:
     def known_eps(self) -> float | None:
         """The expert's error rate when the task has a known one (the built-in task), else None."""
         return self.eps if self.task == "builtin" else None
+
+
+def mesh_sizes(spec: str | None) -> dict[str, int]:
+    """``{"data": D, "fsdp": F}`` of a mesh spec ``"data=D,fsdp=F"`` (either may be omitted,
+    default 1; None is 1x1); a malformed spec is an InputError."""
+    sizes = {"data": 1, "fsdp": 1}
+    for part in spec.split(",") if spec else ():
+        name, _, value = part.strip().partition("=")
+        if name not in sizes or not value.strip().isdigit() or int(value) < 1:
+            raise InputError(f"mesh spec {spec!r}: expected 'data=N,fsdp=M' with N, M >= 1, "
+                             f"got {part.strip()!r}")
+        sizes[name] = int(value)
+    return sizes
+
+
+def mesh_devices(spec: str | None) -> int:
+    """The number of devices of the mesh spec (D * F)."""
+    sizes = mesh_sizes(spec)
+    return sizes["data"] * sizes["fsdp"]
 
 
 def sweep_run_config() -> "RunConfig":

@@ -30,6 +30,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from llm_check.run_config import mesh_sizes
 from theory.errors import InputError
 
 AXES = ("data", "fsdp")
@@ -38,14 +39,7 @@ AXES = ("data", "fsdp")
 def make_mesh(spec: str | None = None, devices=None) -> Mesh:
     """``"data=D,fsdp=F"`` (either may be omitted, default 1) on the first D*F devices."""
     devices = list(jax.devices() if devices is None else devices)
-    sizes = {"data": 1, "fsdp": 1}
-    if spec:
-        for part in spec.split(","):
-            name, _, value = part.strip().partition("=")
-            if name not in sizes or not value.strip().isdigit() or int(value) < 1:
-                raise InputError(f"mesh spec {spec!r}: expected 'data=N,fsdp=M' with N, M >= 1, "
-                                 f"got {part.strip()!r}")
-            sizes[name] = int(value)
+    sizes = mesh_sizes(spec)
     n = sizes["data"] * sizes["fsdp"]
     if n > len(devices):
         raise InputError(f"mesh spec {spec!r} needs {n} devices; {len(devices)} are available")
@@ -68,9 +62,10 @@ def param_sharding(shape, mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, param_spec(shape, mesh))
 
 
-def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
-    """Leading axis over every device (``("data", "fsdp")``), the rest replicated."""
-    return NamedSharding(mesh, P(AXES, *([None] * (ndim - 1))))
+def batch_sharding(mesh: Mesh, ndim: int, axis: int = 0) -> NamedSharding:
+    """The batch axis ``axis`` (default the leading one) over every device (``("data",
+    "fsdp")``), the rest replicated."""
+    return NamedSharding(mesh, P(*[(AXES if i == axis else None) for i in range(ndim)]))
 
 
 def place(host, sharding: NamedSharding) -> jax.Array:
@@ -79,16 +74,31 @@ def place(host, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
-def shard_batch(batch, mesh: Mesh):
-    """Place every array of a pytree with its leading axis split over the whole mesh."""
+def shard_batch(batch, mesh: Mesh, axis: int = 0):
+    """Place every array of a pytree with its batch axis ``axis`` split over the whole mesh.
+
+    Host (NumPy) arrays go through ``place``; arrays already on the devices (a rollout's
+    completions, log-probs computed under jit) are moved with ``jax.device_put``, which is free
+    when they already have that sharding."""
+    n = mesh.devices.size
+
     def one(x):
-        x = np.asarray(x)
-        n = mesh.devices.size
-        if x.shape[0] % n:
-            raise InputError(f"batch size {x.shape[0]} is not a multiple of the {n} devices of "
+        if x.shape[axis] % n:
+            raise InputError(f"batch size {x.shape[axis]} is not a multiple of the {n} devices of "
                              "the mesh")
-        return place(x, batch_sharding(mesh, x.ndim))
+        sharding = batch_sharding(mesh, x.ndim, axis)
+        if isinstance(x, jax.Array):
+            return jax.device_put(x, sharding)
+        return place(x, sharding)
     return jax.tree.map(one, batch)
+
+
+def place_like(tree, template):
+    """Put every array of ``tree`` (e.g. restored from a checkpoint as host arrays) on the devices
+    with the sharding of the matching array of ``template`` (same structure): a resumed run keeps
+    its FSDP-sharded params and optimizer state instead of landing on one device."""
+    return jax.tree.map(lambda x, t: jax.device_put(x, getattr(t, "sharding", None)), tree,
+                        template)
 
 
 def shard_model(model, mesh: Mesh):
