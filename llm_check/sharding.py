@@ -26,6 +26,7 @@ Simplification: no tensor/sequence parallelism; FSDP splits whole weight matrice
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -95,10 +96,14 @@ def shard_batch(batch, mesh: Mesh, axis: int = 0):
 
 def place_like(tree, template):
     """Put every array of ``tree`` (e.g. restored from a checkpoint as host arrays) on the devices
-    with the sharding of the matching array of ``template`` (same structure): a resumed run keeps
-    its FSDP-sharded params and optimizer state instead of landing on one device."""
-    return jax.tree.map(lambda x, t: jax.device_put(x, getattr(t, "sharding", None)), tree,
-                        template)
+    like the matching array of ``template`` (same structure): with the template's sharding when
+    that is a ``NamedSharding`` (a mesh), so a resumed run keeps its FSDP-sharded params and
+    optimizer state instead of landing on one device; else as ``jnp.asarray`` does (uncommitted,
+    like optax's step counters, which a jitted function may then combine with mesh arrays)."""
+    def one(x, t):
+        s = getattr(t, "sharding", None)
+        return jax.device_put(x, s) if isinstance(s, NamedSharding) else jnp.asarray(x)
+    return jax.tree.map(one, tree, template)
 
 
 def shard_model(model, mesh: Mesh):
