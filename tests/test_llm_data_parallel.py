@@ -268,7 +268,9 @@ def test_remat_flag_reaches_the_model_and_leaves_the_gradients_unchanged(tmp_pat
 
         grads.append(jax.jit(jax.grad(loss))(params))
         jaxprs.append(str(jax.make_jaxpr(jax.grad(loss))(params)))
-    assert "remat" not in jaxprs[0] and "remat" in jaxprs[1]
+    # the LM head is checkpointed either way; --remat adds one checkpoint per layer
+    n_layers = pipeline.load_model(cfg, 0)[1].num_hidden_layers
+    assert jaxprs[1].count("remat2[") >= jaxprs[0].count("remat2[") + n_layers
     err = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(grads[0]),
                                                           jax.tree.leaves(grads[1])))
     scale = max(float(jnp.abs(a).max()) for a in jax.tree.leaves(grads[0]))
