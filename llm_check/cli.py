@@ -91,7 +91,7 @@ def _defaults():
 
 def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> dict:
     """The settings of one run (``run`` and ``sweep`` share them), in argument groups."""
-    from llm_check.run_config import SETTING_RL_LR
+    from llm_check.run_config import SETTING_RL_OPTIM
 
     groups = _add_common(p, single_eps)
     g = groups["model"]
@@ -124,7 +124,7 @@ def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> di
         if stage == "rl":
             g.add_argument("--rl-lr", type=float, default=None, help="peak learning rate "
                            "(default: the --setting's: " + ", ".join(
-                               f"{k} {v:g}" for k, v in SETTING_RL_LR.items()) + ")")
+                               f"{k} {v['lr']:g}" for k, v in SETTING_RL_OPTIM.items()) + ")")
         else:
             g.add_argument(f"--{stage}-lr", type=float, default=o.lr, help="peak learning rate")
         g.add_argument(f"--{stage}-schedule", default=o.schedule, help="constant | cosine")
@@ -138,8 +138,11 @@ def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> di
                        help="global-norm gradient clipping")
         g.add_argument(f"--{stage}-adam-b1", type=float, default=o.b1, help="Adam beta1")
         g.add_argument(f"--{stage}-adam-b2", type=float, default=o.b2, help="Adam beta2")
-        g.add_argument(f"--{stage}-adam-eps", type=float, default=o.eps,
-                       help="Adam's denominator floor")
+        g.add_argument(f"--{stage}-adam-eps", type=float,
+                       default=None if stage == "rl" else o.eps,
+                       help="Adam's denominator floor" + (" (default: the --setting's: " + ", ".join(
+                           f"{k} {v['eps']:g}" for k, v in SETTING_RL_OPTIM.items()) + ")"
+                           if stage == "rl" else ""))
     g = groups["sft"]
     for name in ("warmup-steps", "weight-decay", "clip-norm"):  # deprecated: set all three stages
         g.add_argument(f"--{name}", type=float, default=None,
@@ -268,8 +271,8 @@ def _parser(config=None) -> argparse.ArgumentParser:
     from llm_check.run_config import sweep_run_config
 
     sweep_defaults = _config_defaults(config or sweep_run_config())
-    if config is None:
-        del sweep_defaults["rl_lr"]  # each setting's own (SweepConfig.rl_lr)
+    if config is None:  # each setting's own (SweepConfig.rl_lr, rl_adam_eps)
+        del sweep_defaults["rl_lr"], sweep_defaults["rl_adam_eps"]
     swp.set_defaults(**{k: v for k, v in sweep_defaults.items() if k not in ("eps", "seeds")})
     if config is not None:
         run.set_defaults(**_config_defaults(config))
@@ -292,7 +295,7 @@ def _parser(config=None) -> argparse.ArgumentParser:
 
 def config_from_args(a) -> RunConfig:
     """The RunConfig of ``coupling llm run``'s arguments, validated."""
-    from llm_check.run_config import (ORDER_ALIASES, SETTING_RL_LR, GRPOConfig, OptimConfig,
+    from llm_check.run_config import (ORDER_ALIASES, SETTING_RL_OPTIM, GRPOConfig, OptimConfig,
                                       RunConfig, grpo_setting)
 
     d = RunConfig()
@@ -309,15 +312,18 @@ def config_from_args(a) -> RunConfig:
     def optim(stage: str, steps: int) -> OptimConfig:
         kw = {f: getattr(a, f"{stage}_{f}") for f in ("lr", "schedule", "final_lr_frac",
                                                       "warmup_steps", "weight_decay", "clip_norm")}
+        own = SETTING_RL_OPTIM.get(a.setting, SETTING_RL_OPTIM["exact"])
         if kw["lr"] is None:  # --rl-lr not given: the setting's own
-            kw["lr"] = SETTING_RL_LR.get(a.setting, SETTING_RL_LR["exact"])
+            kw["lr"] = own["lr"]
+        eps = getattr(a, f"{stage}_adam_eps")
+        eps = own["eps"] if eps is None else eps  # --rl-adam-eps likewise
         for f in ("warmup_steps", "weight_decay", "clip_norm"):
             if getattr(a, f) is not None:  # the deprecated shared flag
                 print(f"coupling llm: --{f.replace('_', '-')} is deprecated; use "
                       f"--{{base,sft,rl}}-{f.replace('_', '-')}", file=sys.stderr)
                 kw[f] = int(getattr(a, f)) if f == "warmup_steps" else getattr(a, f)
         return OptimConfig(total_steps=max(steps, 1), b1=getattr(a, f"{stage}_adam_b1"),
-                           b2=getattr(a, f"{stage}_adam_b2"), eps=getattr(a, f"{stage}_adam_eps"),
+                           b2=getattr(a, f"{stage}_adam_b2"), eps=eps,
                            **kw)
 
     cfg = RunConfig(
@@ -433,7 +439,7 @@ def _cmd_sweep_grid(a) -> int:
     sc = SweepConfig(betas=floats(a.betas, "betas"), eps=floats(a.eps_list, "eps"),
                      seeds=_seeds(a.seeds),
                      settings=tuple(x.strip() for x in a.settings.split(",") if x.strip()),
-                     run=config_from_args(a), rl_lr=a.rl_lr,
+                     run=config_from_args(a), rl_lr=a.rl_lr, rl_adam_eps=a.rl_adam_eps,
                      rl_then_sft_rl_steps=a.rl_then_sft_rl_steps).validate()
     if a.resume and a.out is None:
         raise InputError("--resume needs --out (the folder of the sweep to continue)")

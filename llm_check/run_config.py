@@ -16,13 +16,19 @@ named presets set them together (``SETTINGS``; single flags override them):
   baseline, advantages divided by the group std, the mean over sequences of each one's token mean.
   Its fixed point is p_y = beta' ref_y / (beta' + J - r_y) with a per-prompt beta' (not p*).
 
-Each preset also has its own RL learning rate (``SETTING_RL_LR``; ``--rl-lr`` overrides it). The
-``paper`` estimator divides by the group std, so a group with one unrewarded completion out of G
-gives that completion an advantage of about -sqrt(G) whatever its probability, and its k3 term
-pulls a prompt that collapsed onto an unrewarded answer back only weakly (its gradient on a sampled
-token is (1 - ref/p) grad log p, bounded by grad log p). At lr 3e-3 that collapsed 5 of 9
-deterministic-expert runs; at 1e-3 none, and the paper fixed point is still reached within 100
-steps. The ``exact`` estimator needs 3e-3 to reach the tilt at beta = 0.25 (docs/log.md).
+Each preset also has its own RL Adam peak learning rate and eps (``SETTING_RL_OPTIM``;
+``--rl-lr`` and ``--rl-adam-eps`` override them), because Adam turns the gradient of a rare lone
+sample into a step of about lr on every coordinate whose gradient is well above eps, and a step
+like that can flip a prompt onto an unrewarded answer (docs/log.md):
+
+- ``exact``: lr 1e-2, eps 1e-2. The large eps makes Adam act like momentum SGD on small
+  gradients, so a rare sample moves the parameters by about its own gradient instead of by lr;
+  the large lr keeps the dense signal's steps the size they had at lr 3e-3, eps 1e-3.
+- ``paper``: lr 1e-3, eps 1e-3. Std division gives a lone unrewarded sample in a group of G an
+  advantage of about -sqrt(G) however rare it is, and the k3 term pulls a collapsed prompt back
+  only weakly (its gradient on a sampled token is (1 - ref/p) grad log p, bounded by grad log p):
+  at lr 3e-3 5 of 9 deterministic-expert runs collapsed, and at lr 1e-2, eps 1e-2 too; at lr 1e-3
+  none did, and the paper fixed point is still reached within 100 steps.
 """
 
 from __future__ import annotations
@@ -49,8 +55,9 @@ SETTINGS = {
     "paper": dict(kl_mode="loss", kl_estimator="k3", baseline="mean", std_normalize=True,
                   aggregation="seq_mean_token_mean"),
 }
-# The RL peak learning rate of each preset (module docstring); "custom" flags take exact's.
-SETTING_RL_LR = {"exact": 3e-3, "paper": 1e-3}
+# The RL Adam peak learning rate and eps of each preset (module docstring); "custom" flags take
+# exact's.
+SETTING_RL_OPTIM = {"exact": {"lr": 1e-2, "eps": 1e-2}, "paper": {"lr": 1e-3, "eps": 1e-3}}
 
 
 @dataclass(frozen=True)
@@ -193,11 +200,11 @@ class RunConfig:
     sft_optim: OptimConfig = OptimConfig(lr=3e-3, schedule="cosine", total_steps=400)
     rl_steps: int = 150
     # cosine to 0 averages the sampling noise out at the end; global-norm clipping is off in
-    # effect (100), since clipping the rare large updates biases the estimator; Adam's eps at
-    # 1e-3 keeps a rare lone sample's gradient from being blown up to an lr-sized step on every
-    # parameter (docs/log.md)
-    rl_optim: OptimConfig = OptimConfig(lr=3e-3, schedule="cosine", final_lr_frac=0.0,
-                                        clip_norm=100.0, eps=1e-3, total_steps=150)
+    # effect (100), since clipping the rare large updates biases the estimator; lr and Adam's
+    # eps are the exact setting's (SETTING_RL_OPTIM: a rare lone sample's gradient is not blown
+    # up to an lr-sized step on every parameter; docs/log.md)
+    rl_optim: OptimConfig = OptimConfig(lr=1e-2, schedule="cosine", final_lr_frac=0.0,
+                                        clip_norm=100.0, eps=1e-2, total_steps=150)
     grpo: GRPOConfig = GRPOConfig()
     eval_every: int = 50
     ckpt_every: int = 50

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llm_check.run_config import (SETTING_RL_LR, SETTINGS, RunConfig, grpo_setting,
+from llm_check.run_config import (SETTING_RL_OPTIM, SETTINGS, RunConfig, grpo_setting,
                                   sweep_run_config)
 from theory.errors import InputError
 
@@ -48,7 +48,8 @@ class SweepConfig:
     settings: tuple[str, ...] = ("exact", "paper")
     run: RunConfig = dataclasses.field(default_factory=sweep_run_config)  # everything else
     rl_then_sft_rl_steps: int = 100
-    rl_lr: float | None = None  # None: each setting's own (run_config.SETTING_RL_LR)
+    rl_lr: float | None = None  # None: each setting's own (run_config.SETTING_RL_OPTIM)
+    rl_adam_eps: float | None = None  # likewise
 
     def validate(self) -> "SweepConfig":
         if not self.betas or any(not b > 0 for b in self.betas):
@@ -62,8 +63,9 @@ class SweepConfig:
             raise InputError("coupling llm sweep needs --task builtin (its answers can be listed)")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise InputError(f"setting --seeds {list(self.seeds)}: distinct seeds >= 0")
-        if self.rl_lr is not None and not self.rl_lr > 0:
-            raise InputError(f"setting --rl-lr {self.rl_lr}: must be > 0")
+        for name, v in (("rl-lr", self.rl_lr), ("rl-adam-eps", self.rl_adam_eps)):
+            if v is not None and not v > 0:
+                raise InputError(f"setting --{name} {v}: must be > 0")
         if self.rl_then_sft_rl_steps < 1:
             raise InputError(f"setting --rl-then-sft-rl-steps {self.rl_then_sft_rl_steps}: "
                              "must be >= 1")
@@ -189,11 +191,13 @@ def run_cells(sc: SweepConfig, cells, out: str, done: set, resume: bool, on_row=
                     if key in done or (order == "rl_then_sft" and setting != sc.settings[0]):
                         continue
                     n_rl = cfg.rl_steps if order == "sft_then_rl" else sc.rl_then_sft_rl_steps
-                    optim = dataclasses.replace(cfg.rl_optim, lr=sc.rl_lr or SETTING_RL_LR[setting])
+                    own = SETTING_RL_OPTIM[setting]
+                    optim = dataclasses.replace(cfg.rl_optim, lr=sc.rl_lr or own["lr"],
+                                                eps=sc.rl_adam_eps or own["eps"])
                     ocfg = dataclasses.replace(cfg, grpo=g, rl_steps=n_rl, rl_optim=optim)
                     rctx = dataclasses.replace(ctx, cfg=ocfg)
-                    # one compiled step per (setting, length, lr): beta is an argument
-                    shape = (dataclasses.replace(g, beta=0.0), n_rl, optim.lr)
+                    # one compiled step per (setting, length, optimizer): beta is an argument
+                    shape = (dataclasses.replace(g, beta=0.0), n_rl, optim)
                     step = rl_steps.get(shape)
                     if step is None:
                         step = rl_steps[shape] = make_grpo_step(
@@ -208,6 +212,7 @@ def run_cells(sc: SweepConfig, cells, out: str, done: set, resume: bool, on_row=
                     law = None if target is None else coarse_target(ex0, target)
                     row = {"key": key, "beta": beta, "eps": eps, "seed": seed,
                            "setting": setting, "order": order, "rl_lr": optim.lr,
+                           "rl_adam_eps": optim.eps,
                            "fixed_point": fixed_point_name(g),
                            "s_start": ex0["s"].tolist(),
                            "reward_before_rl": ex0["reward"], "reward_after_rl": ex1["reward"],

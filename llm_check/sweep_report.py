@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from llm_check.run_config import SETTING_RL_LR
+from llm_check.run_config import SETTING_RL_OPTIM
 
 # Student t quantiles, 97.5%, by degrees of freedom (1..10); beyond, the normal's.
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
@@ -79,8 +79,9 @@ def render(sc, groups: list[dict], wall_s: float | None) -> str:
              f"betas {list(sc.betas)}, eps {list(sc.eps)}, seeds {list(sc.seeds)}, settings "
              f"{list(sc.settings)}. Tiny Qwen3 on the built-in task; base {run.base_steps} steps, "
              f"SFT {run.sft_steps} steps; RL {run.rl_steps} steps (G={run.grpo.group_size}, "
-             f"{run.grpo.prompts_per_step} prompts/step, lr " + ", ".join(
-                 f"{s} {sc.rl_lr or SETTING_RL_LR[s]:g}" for s in sc.settings) + ", "
+             f"{run.grpo.prompts_per_step} prompts/step, Adam lr / eps " + ", ".join(
+                 f"{s} {sc.rl_lr or SETTING_RL_OPTIM[s]['lr']:g} / "
+                 f"{sc.rl_adam_eps or SETTING_RL_OPTIM[s]['eps']:g}" for s in sc.settings) + ", "
              f"{run.rl_optim.schedule})." + (f" Wall time {wall_s:.0f} s." if wall_s else ""), "",
              "CE is the exact SFT loss under the true expert law over every prompt (no sampling); "
              "the prediction comes from each seed's SFT model and the fixed point of the setting. "

@@ -92,15 +92,17 @@ def test_named_settings_and_single_flags_over_them():
         "k2", False, "mean", "custom")
 
 
-def test_each_setting_has_its_rl_lr_and_the_flag_overrides_it():
+def test_each_setting_has_its_rl_optimizer_and_the_flags_override_it():
     cfg = lambda *a: config_from_args(_parser().parse_args(["run", *a]))  # noqa: E731
-    assert cfg().rl_optim.lr == 3e-3 and cfg().grpo.kl_in_baseline is False
-    assert cfg("--setting", "paper").rl_optim.lr == 1e-3
-    assert cfg("--setting", "paper", "--rl-lr", "5e-4").rl_optim.lr == 5e-4
-    assert cfg("--rl-lr", "2e-3").rl_optim.lr == 2e-3
-    # the sweep: each setting its own unless --rl-lr is given
+    lr_eps = lambda c: (c.rl_optim.lr, c.rl_optim.eps)  # noqa: E731
+    assert lr_eps(cfg()) == (1e-2, 1e-2) and cfg().grpo.kl_in_baseline is False
+    assert lr_eps(cfg("--setting", "paper")) == (1e-3, 1e-3)
+    assert lr_eps(cfg("--setting", "paper", "--rl-lr", "5e-4")) == (5e-4, 1e-3)
+    assert lr_eps(cfg("--rl-adam-eps", "1e-4")) == (1e-2, 1e-4)
+    assert cfg().sft_optim.eps == 1e-8  # the other stages keep their own
+    # the sweep: each setting its own unless a flag is given
     sweep = _parser().parse_args(["sweep"])
-    assert sweep.rl_lr is None
+    assert sweep.rl_lr is None and sweep.rl_adam_eps is None
     assert _parser().parse_args(["sweep", "--rl-lr", "1e-3"]).rl_lr == 1e-3
 
 
