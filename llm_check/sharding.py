@@ -11,6 +11,22 @@
   ``jax.make_array_from_callback``: each device receives only its own slice, and in a multi-host
   job every process passes the same host array and feeds only its local devices.
 
+In the LLM pipeline (``coupling llm run --mesh data=D,fsdp=F``; ``pipeline.Context.mesh``, None
+without a mesh): the params are FSDP-sharded at load time (``shard_model``, or ``load_pretrained``
+straight from the files), and every batch fed to a jitted function is placed with its batch axis
+over all D*F devices (``shard_batch``): the SFT and base steps' [A, B, T] micro-batches on axis 1
+(the rows of each micro-batch), the rollout prompts and the GRPO step's prompts [P, ...], its
+completions, masks, old/ref log-probs and advantages [P*G, ...] (rows grouped by prompt, so a device
+holds whole groups), and the held-out CE batch and evaluation prompts. The built-in task's exact
+answer set (``exact_eval``, (max_operand+1)^2 rows) stays replicated. So ``--sft-batch`` /
+``--grad-accum``, ``--prompts-per-step`` and the held-out rows evaluated (``--eval-rows`` or
+``--n-heldout``) must be multiples of D*F: ``RunConfig.check_mesh`` and ``check_heldout`` reject
+others before anything is written. The metrics equal a one-device run's to float32 rounding
+(reductions run in another order). ``--remat`` (``RunConfig.remat``) recomputes each layer's
+activations in the backward pass (``Qwen3(remat=True)``): less activation memory, the same
+gradients. ``--resume`` restores params and optimizer state from a checkpoint onto the devices
+with the sharding of the freshly built ones (``place_like``), so a resumed run stays on the mesh.
+
 Multi-host (several processes, e.g. one per TPU host or GPU node): call ``init_distributed`` first
 in every process, before anything else touches JAX, then build the mesh over ``jax.devices()``
 (all processes' devices) exactly as on one host::
