@@ -535,7 +535,10 @@ def run(cfg: RunConfig, out: str, *, resume: bool = False) -> dict:
         with open(cfg_path) as f:
             stored = json.load(f)
         now = json.loads(json.dumps(cfg.to_json()))
-        diff = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+        # a setting added since the run started (e.g. remat) is missing there: its default held
+        default = json.loads(json.dumps(RunConfig().to_json()))
+        diff = sorted(k for k in set(stored) | set(now)
+                      if stored.get(k, default.get(k)) != now.get(k))
         if diff:
             raise InputError(f"--resume: setting {diff[0]} differs from {cfg_path}")
     else:

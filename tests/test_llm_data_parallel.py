@@ -275,3 +275,25 @@ def test_remat_flag_reaches_the_model_and_leaves_the_gradients_unchanged(tmp_pat
                                                           jax.tree.leaves(grads[1])))
     scale = max(float(jnp.abs(a).max()) for a in jax.tree.leaves(grads[0]))
     assert scale > 0 and err <= 1e-6 * max(scale, 1.0), (err, scale)
+
+
+def test_resume_of_a_run_from_before_remat_existed(tmp_path, monkeypatch):
+    """A config.json written before the ``remat`` setting existed resumes (its default held);
+    a run that had it set differently does not."""
+    class Started(Exception):
+        pass
+
+    def started(*a, **kw):
+        raise Started
+
+    monkeypatch.setattr(pipeline, "run_seed", started)
+    cfg = config_from_args(_parser().parse_args(["run", *ARGS]))
+    out = tmp_path / "run"
+    out.mkdir()
+    old = cfg.to_json()
+    del old["remat"]
+    (out / "config.json").write_text(json.dumps(old))
+    with pytest.raises(Started):
+        pipeline.run(cfg, str(out), resume=True)
+    with pytest.raises(InputError, match="setting remat differs"):
+        pipeline.run(dataclasses.replace(cfg, remat=True), str(out), resume=True)
