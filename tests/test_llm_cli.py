@@ -95,10 +95,10 @@ def test_named_settings_and_single_flags_over_them():
 def test_each_setting_has_its_rl_optimizer_and_the_flags_override_it():
     cfg = lambda *a: config_from_args(_parser().parse_args(["run", *a]))  # noqa: E731
     lr_eps = lambda c: (c.rl_optim.lr, c.rl_optim.eps)  # noqa: E731
-    assert lr_eps(cfg()) == (1e-2, 1e-2) and cfg().grpo.kl_in_baseline is False
+    assert lr_eps(cfg()) == (3e-3, 1e-3) and cfg().grpo.kl_in_baseline is False
     assert lr_eps(cfg("--setting", "paper")) == (1e-3, 1e-3)
     assert lr_eps(cfg("--setting", "paper", "--rl-lr", "5e-4")) == (5e-4, 1e-3)
-    assert lr_eps(cfg("--rl-adam-eps", "1e-4")) == (1e-2, 1e-4)
+    assert lr_eps(cfg("--rl-adam-eps", "1e-4")) == (3e-3, 1e-4)
     assert cfg().sft_optim.eps == 1e-8  # the other stages keep their own
     # the sweep: each setting its own unless a flag is given
     sweep = _parser().parse_args(["sweep"])
