@@ -238,6 +238,7 @@ def make_grpo_step(graphdef, rest, optimizer, cfg: GRPOConfig):
         return jitted(params, opt_state, prompt_tokens, prompt_mask, completion, cmask, old_logp,
                       ref_logp, adv, jnp.float32(cfg.beta if beta is None else beta))
 
+    step.jitted = jitted  # the jax.jit function itself (beta required), e.g. to .lower() it
     return step
 
 

@@ -162,6 +162,8 @@ def plot(sc, rows: list[dict], groups: list[dict], path: str) -> None:
     ax.axhline(0, color="k", lw=0.5)
     ax.set(xscale="log", xlabel="β (KL weight)", ylabel="change of the SFT loss over RL (nats)",
            title="SFT then RL")
+    ax.set_xticks(list(sc.betas), [f"{b:g}" for b in sc.betas])  # the grid's betas, plainly
+    ax.minorticks_off()
     ax.legend(fontsize=6)
     ax = axes[1]
     rs = [r for r in rows if r["order"] == "rl_then_sft"]
