@@ -122,16 +122,12 @@ def advantages(rewards: jax.Array, seq_logratio: jax.Array, cfg: GRPOConfig) -> 
     that collapsed onto one unrewarded answer back towards the reference; -beta k_i still does
     (docs/log.md).
     """
-    g = cfg.group_size
-    if cfg.kl_mode == "reward" and cfg.beta > 0 and not cfg.kl_in_baseline:
-        adv = group_advantages(rewards.reshape(-1, g), baseline=cfg.baseline,
-                               std_normalize=cfg.std_normalize, ddof=cfg.std_ddof,
-                               eps=cfg.std_floor).reshape(-1)
-        return adv - cfg.beta * seq_logratio
-    shaped = shaped_rewards(rewards, seq_logratio, cfg)
-    return group_advantages(shaped.reshape(-1, g), baseline=cfg.baseline,
-                            std_normalize=cfg.std_normalize, ddof=cfg.std_ddof,
-                            eps=cfg.std_floor).reshape(-1)
+    after = cfg.kl_mode == "reward" and cfg.beta > 0 and not cfg.kl_in_baseline
+    base = rewards if after else shaped_rewards(rewards, seq_logratio, cfg)
+    adv = group_advantages(base.reshape(-1, cfg.group_size), baseline=cfg.baseline,
+                           std_normalize=cfg.std_normalize, ddof=cfg.std_ddof,
+                           eps=cfg.std_floor).reshape(-1)
+    return adv - cfg.beta * seq_logratio if after else adv
 
 
 def grpo_loss(logp, old_logp, ref_logp, advantages, mask, cfg: GRPOConfig, beta=None):
