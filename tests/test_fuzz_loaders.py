@@ -117,6 +117,16 @@ def insert_bytes(data: bytes, at: int, junk: bytes) -> bytes:
     return data[:at] + junk + data[at:]
 
 
+def joined_lines(draw, lines: list[str], k: int, *, not_utf8: bool) -> tuple[bytes, int]:
+    """The file of ``lines`` (newline-terminated) and its bad line number k + 1; with
+    ``not_utf8``, invalid UTF-8 inserted somewhere in line k."""
+    data = ("\n".join(lines) + "\n").encode()
+    if not_utf8:
+        start = sum(len(x.encode()) + 1 for x in lines[:k])
+        data = insert_bytes(data, start + draw(st.integers(0, len(lines[k].encode()))), draw(NOT_UTF8))
+    return data, k + 1
+
+
 def line_of(data: bytes, offset: int) -> int:
     return data[:offset].count(b"\n") + 1
 
@@ -215,11 +225,7 @@ def bad_tsv(draw):
         k = len(lines) - 1
         if not lines[-1]:  # cut right after the previous row's newline: one row fewer, still valid
             lines[-1] = "gj04"
-    data = ("\n".join(lines) + "\n").encode()
-    if kind == "not_utf8":
-        start = sum(len(x.encode()) + 1 for x in lines[:k])
-        data = insert_bytes(data, start + draw(st.integers(0, len(lines[k].encode()))), draw(NOT_UTF8))
-    return data, k + 1
+    return joined_lines(draw, lines, k, not_utf8=kind == "not_utf8")
 
 
 @st.composite
@@ -250,11 +256,7 @@ def bad_cola_jsonl(draw):
         return draw(st.sampled_from([b"", b"\n", b"\n\n  \n"])), None
     elif kind == "deep":
         lines[k] = '{"sentence": "a", "label": ' + "[" * 100_000 + "]" * 100_000 + "}"
-    data = ("\n".join(lines) + "\n").encode()
-    if kind == "not_utf8":
-        start = sum(len(x.encode()) + 1 for x in lines[:k])
-        data = insert_bytes(data, start + draw(st.integers(0, len(lines[k].encode()))), draw(NOT_UTF8))
-    return data, k + 1
+    return joined_lines(draw, lines, k, not_utf8=kind == "not_utf8")
 
 
 @st.composite
@@ -346,11 +348,7 @@ def bad_jsonl(draw):
         lines[k] = json.dumps(draw(st.sampled_from([[rows[k]], 3, "prompt", None])))
     elif kind == "deep":
         lines[k] = '{"prompt": ' + "[" * 100_000 + "]" * 100_000 + "}"
-    data = ("\n".join(lines) + "\n").encode()
-    if kind == "not_utf8":
-        start = sum(len(x.encode()) + 1 for x in lines[:k])
-        data = insert_bytes(data, start + draw(st.integers(0, len(lines[k].encode()))), draw(NOT_UTF8))
-    return data, k + 1
+    return joined_lines(draw, lines, k, not_utf8=kind == "not_utf8")
 
 
 def test_fuzz_generic_jsonl_through_llm_run(tmp_path):
