@@ -258,12 +258,14 @@ def measure_exact(ctx: Context, params) -> dict | None:
     return None if ctx.exact is None else exact_eval.measure(ctx.fns.answer_lp, params, ctx.exact)
 
 
-def evaluate(ctx: Context, params, ref_params, kl_name: str, target=None) -> dict:
+def evaluate(ctx: Context, params, ref_params, kl_name: str, target=None, ex=None) -> dict:
     """Held-out CE, the exact quantities (with the distance to ``target``, the predicted fixed
-    point as ``predictions.coarse_target``, when given) and, unless ``cfg.sampled_eval`` is off, the strict/robust/format rewards with a fixed
-    key, greedy accuracy and the KL to the reference on those samples."""
+    point as ``predictions.coarse_target``, when given; ``ex``: ``measure_exact`` of these params
+    when the caller already has it) and, unless ``cfg.sampled_eval`` is off, the
+    strict/robust/format rewards with a fixed key, greedy accuracy and the KL to the reference on
+    those samples."""
     row = {"sft/ce_heldout": float(ctx.fns.ce(params, *ctx.heldout))}
-    ex = measure_exact(ctx, params)
+    ex = measure_exact(ctx, params) if ex is None else ex
     if ex is not None:
         row["exact/ce"] = ex["ce"]
         row["exact/reward"] = ex["reward"]
@@ -438,7 +440,7 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
     os.makedirs(folder, exist_ok=True)
     kl_name = "rl/kl_ref" if stage == "rl" else "sft/kl_ref"
     ref = start_params
-    target, pred = None, {}
+    target, pred, ex0 = None, {}, None
     if ctx.exact is not None:  # theory's prediction for this stage, before it starts
         ex0 = measure_exact(ctx, start_params)
         s0 = ex0["s"]
@@ -462,7 +464,7 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
         first = meta["step"] + 1
         rows = [r for r in _read_rows(rows_path) if r["step"] <= meta["step"]]
     else:
-        rows = [{**tag, "step": 0, **evaluate(ctx, params, ref, kl_name, target), **pred}]
+        rows = [{**tag, "step": 0, **evaluate(ctx, params, ref, kl_name, target, ex0), **pred}]
     _write_rows(rows_path, rows)
     for t in trackers:
         if not found:

@@ -7,8 +7,9 @@ The GRPO estimator settings decide where RL converges (docs/theory.md §6 [grpo.
 named presets set them together (``SETTINGS``; single flags override them):
 
 - ``exact``: the KL of the whole completion, beta * sum_t (log p - log ref), is subtracted from the
-  reward (``kl_mode="reward"``) after the leave-one-out baseline of the reward (``kl_in_baseline=
-  False``, so the penalty still acts on a group of identical completions), no std division, and each sequence's log-likelihood summed over its tokens
+  reward (``kl_mode="reward"``) after the leave-one-out baseline of the reward
+  (``kl_in_baseline=False``, so the penalty still acts on a group of identical completions), no
+  std division, and each sequence's log-likelihood summed over its tokens
   (``aggregation="fixed_length"``). On-policy this is an unbiased estimate of grad J_beta
   ([kl.grad], [kl.token]); its fixed point is the Gibbs tilt p* = ref e^{r/beta} / Z that
   Theorem 3.1 is about.

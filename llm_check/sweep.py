@@ -115,14 +115,10 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False, workers: int =
     if not resume and os.path.exists(rows_path):
         os.remove(rows_path)
 
-    n_sft_rl = len(sc.seeds) * len(sc.eps) * len(sc.settings) * len(sc.betas)
-    n_rl_sft = len(sc.seeds) * len(sc.eps) * len(sc.betas)
-    bar = tqdm(total=n_sft_rl + n_rl_sft, desc="sweep runs")
+    all_cells = [(seed, eps) for seed in sc.seeds for eps in sc.eps]
+    bar = tqdm(total=sum(len(_runs(sc, *c)) for c in all_cells), desc="sweep runs")
     bar.update(len(done))
-    cells = [(seed, eps) for seed in sc.seeds for eps in sc.eps
-             if any(_key(seed, eps, s, b, "sft_then_rl") not in done
-                    or _key(seed, eps, sc.settings[0], b, "rl_then_sft") not in done
-                    for s in sc.settings for b in sc.betas)]
+    cells = [c for c in all_cells if any(_key(*c, *r) not in done for r in _runs(sc, *c))]
     workers = max(1, min(workers, len(cells)))
     if workers == 1:
         run_cells(sc, cells, out, set(done), resume, on_row=lambda: bar.update(1))
@@ -168,11 +164,8 @@ def run_cells(sc: SweepConfig, cells, out: str, done: set, resume: bool, on_row=
     fns, rl_steps, written = None, {}, 0
     for seed, eps in cells:
         cfg = dataclasses.replace(sc.run, seeds=(seed,), eps=eps)
-        todo = [(s, b) for s in sc.settings for b in sc.betas
-                if _key(seed, eps, s, b, "sft_then_rl") not in done]
-        todo_rs = [b for b in sc.betas if _key(seed, eps, sc.settings[0], b, "rl_then_sft")
-                   not in done]
-        if not todo and not todo_rs:
+        todo = [r for r in _runs(sc, seed, eps) if _key(seed, eps, *r) not in done]
+        if not todo:
             continue
         ctx, init = P.build_context(cfg, seed, fns=fns)
         fns = ctx.fns
@@ -183,65 +176,68 @@ def run_cells(sc: SweepConfig, cells, out: str, done: set, resume: bool, on_row=
                           start_params=base, resume=True)
         ex_sft = P.measure_exact(ctx, sft)
         ex_base = P.measure_exact(ctx, base)
-        for setting in sc.settings:
-            for beta in sc.betas:
-                g = grpo_setting(setting, sc.run.grpo, beta=beta)
-                for order in ("sft_then_rl", "rl_then_sft"):
-                    key = _key(seed, eps, setting, beta, order)
-                    if key in done or (order == "rl_then_sft" and setting != sc.settings[0]):
-                        continue
-                    n_rl = cfg.rl_steps if order == "sft_then_rl" else sc.rl_then_sft_rl_steps
-                    own = SETTING_RL_OPTIM[setting]
-                    optim = dataclasses.replace(cfg.rl_optim, lr=sc.rl_lr or own["lr"],
-                                                eps=sc.rl_adam_eps or own["eps"])
-                    ocfg = dataclasses.replace(cfg, grpo=g, rl_steps=n_rl, rl_optim=optim)
-                    rctx = dataclasses.replace(ctx, cfg=ocfg)
-                    # one compiled step per (setting, length, optimizer): beta is an argument
-                    shape = (dataclasses.replace(g, beta=0.0), n_rl, optim)
-                    step = rl_steps.get(shape)
-                    if step is None:
-                        step = rl_steps[shape] = make_grpo_step(
-                            ctx.graphdef, ctx.rest, P.stage_optimizer(optim, n_rl), g)
-                    folder = os.path.join(root, f"{setting}_beta{beta:g}", order)
-                    start = sft if order == "sft_then_rl" else base
-                    ex0 = ex_sft if order == "sft_then_rl" else ex_base
-                    rl = P.run_stage(rctx, stage="rl", label=order, folder=os.path.join(
-                        folder, "rl"), start_params=start, resume=resume, step=step)
-                    ex1 = P.measure_exact(rctx, rl)
-                    target = rl_target(ex0["s"], g)
-                    law = None if target is None else coarse_target(ex0, target)
-                    row = {"key": key, "beta": beta, "eps": eps, "seed": seed,
-                           "setting": setting, "order": order, "rl_lr": optim.lr,
-                           "rl_adam_eps": optim.eps,
-                           "fixed_point": fixed_point_name(g),
-                           "s_start": ex0["s"].tolist(),
-                           "reward_before_rl": ex0["reward"], "reward_after_rl": ex1["reward"],
-                           "reward_target": None if target is None else float(np.mean(target)),
-                           "target_gap": (None if target is None else
-                                          float(np.mean(np.abs(ex1["s"] - target)))),
-                           "target_kl": None if law is None else coarse_kl(law, ex1)}
-                    if order == "sft_then_rl":
-                        pred = ce_change_prediction(ex0["s"], eps, g)
-                        row.update({"ce_before_rl": ex0["ce"], "ce_after_rl": ex1["ce"],
-                                    "ce_rise": ex1["ce"] - ex0["ce"], "ce_rise_pred": pred})
-                    else:
-                        after = P.run_stage(rctx, stage="sft", label=order, folder=os.path.join(
-                            folder, "sft"), start_params=rl, resume=resume)
-                        ex2 = P.measure_exact(rctx, after)
-                        row.update({
-                            "reward_before_sft": ex1["reward"],
-                            "reward_after_sft": ex2["reward"],
-                            "reward_after_sft_pred": expert_share(ctx.task),
-                            "reward_at_expert": 1.0 - eps,
-                        })
-                        if g.kl_mode == "reward" and not g.std_normalize:  # p* the tilt
-                            row.update(gibbs_drop(ex_base, ex1, ex2, beta))
-                    with open(rows_path, "a") as f:  # one write per row: safe across workers
-                        f.write(json.dumps(row) + "\n")
-                    written += 1
-                    if on_row is not None:
-                        on_row()
+        for setting, beta, order in todo:
+            g = grpo_setting(setting, sc.run.grpo, beta=beta)
+            key = _key(seed, eps, setting, beta, order)
+            n_rl = cfg.rl_steps if order == "sft_then_rl" else sc.rl_then_sft_rl_steps
+            own = SETTING_RL_OPTIM[setting]
+            optim = dataclasses.replace(cfg.rl_optim, lr=sc.rl_lr or own["lr"],
+                                        eps=sc.rl_adam_eps or own["eps"])
+            ocfg = dataclasses.replace(cfg, grpo=g, rl_steps=n_rl, rl_optim=optim)
+            rctx = dataclasses.replace(ctx, cfg=ocfg)
+            # one compiled step per (setting, length, optimizer): beta is an argument
+            shape = (dataclasses.replace(g, beta=0.0), n_rl, optim)
+            step = rl_steps.get(shape)
+            if step is None:
+                step = rl_steps[shape] = make_grpo_step(
+                    ctx.graphdef, ctx.rest, P.stage_optimizer(optim, n_rl), g)
+            folder = os.path.join(root, f"{setting}_beta{beta:g}", order)
+            start = sft if order == "sft_then_rl" else base
+            ex0 = ex_sft if order == "sft_then_rl" else ex_base
+            rl = P.run_stage(rctx, stage="rl", label=order, folder=os.path.join(
+                folder, "rl"), start_params=start, resume=resume, step=step)
+            ex1 = P.measure_exact(rctx, rl)
+            target = rl_target(ex0["s"], g)
+            law = None if target is None else coarse_target(ex0, target)
+            row = {"key": key, "beta": beta, "eps": eps, "seed": seed,
+                   "setting": setting, "order": order, "rl_lr": optim.lr,
+                   "rl_adam_eps": optim.eps,
+                   "fixed_point": fixed_point_name(g),
+                   "s_start": ex0["s"].tolist(),
+                   "reward_before_rl": ex0["reward"], "reward_after_rl": ex1["reward"],
+                   "reward_target": None if target is None else float(np.mean(target)),
+                   "target_gap": (None if target is None else
+                                  float(np.mean(np.abs(ex1["s"] - target)))),
+                   "target_kl": None if law is None else coarse_kl(law, ex1)}
+            if order == "sft_then_rl":
+                pred = ce_change_prediction(ex0["s"], eps, g)
+                row.update({"ce_before_rl": ex0["ce"], "ce_after_rl": ex1["ce"],
+                            "ce_rise": ex1["ce"] - ex0["ce"], "ce_rise_pred": pred})
+            else:
+                after = P.run_stage(rctx, stage="sft", label=order, folder=os.path.join(
+                    folder, "sft"), start_params=rl, resume=resume)
+                ex2 = P.measure_exact(rctx, after)
+                row.update({
+                    "reward_before_sft": ex1["reward"],
+                    "reward_after_sft": ex2["reward"],
+                    "reward_after_sft_pred": expert_share(ctx.task),
+                    "reward_at_expert": 1.0 - eps,
+                })
+                if g.kl_mode == "reward" and not g.std_normalize:  # p* the tilt
+                    row.update(gibbs_drop(ex_base, ex1, ex2, beta))
+            with open(rows_path, "a") as f:  # one write per row: safe across workers
+                f.write(json.dumps(row) + "\n")
+            written += 1
+            if on_row is not None:
+                on_row()
     return written
+
+
+def _runs(sc: SweepConfig, seed, eps) -> list[tuple]:
+    """The (setting, beta, order) runs of one (seed, eps) cell, in the order they run: SFT then
+    RL for every setting, RL then SFT for the first setting only."""
+    return [(s, b, o) for s in sc.settings for b in sc.betas
+            for o in ("sft_then_rl", "rl_then_sft") if o == "sft_then_rl" or s == sc.settings[0]]
 
 
 def _key(seed, eps, setting, beta, order) -> str:

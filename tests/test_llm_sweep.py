@@ -75,6 +75,34 @@ def test_resume_skips_finished_runs(sweep_dir, monkeypatch):
     assert open(os.path.join(sweep_dir, "rows.jsonl")).read() == before
 
 
+def test_resume_runs_only_the_missing_run(sweep_dir, tmp_path, monkeypatch):
+    """A sweep stopped after all but one run: --resume touches only that run's folders."""
+    import shutil
+
+    from llm_check import pipeline
+
+    out = str(tmp_path / "s")
+    shutil.copytree(sweep_dir, out)
+    rows_path = os.path.join(out, "rows.jsonl")
+    lines = open(rows_path).read().splitlines(keepends=True)
+    missing = json.loads(lines[-1])
+    with open(rows_path, "w") as f:
+        f.writelines(lines[:-1])
+    called, real = [], pipeline.run_stage
+    monkeypatch.setattr(pipeline, "run_stage", lambda *a, **k: called.append(k["folder"])
+                        or real(*a, **k))
+    import jax
+
+    with jax.enable_x64(False):
+        assert cli.main(["sweep", *ARGS, "--out", out, "--resume", "--workers", "1"]) == 0
+    run_dir = os.path.join(out, "runs", f"seed{missing['seed']}", f"eps{missing['eps']:g}")
+    stages = {os.path.relpath(f, run_dir) for f in called} - {"base", "sft"}
+    folder = f"{missing['setting']}_beta{missing['beta']:g}/{missing['order']}"
+    assert stages and all(s.startswith(folder) for s in stages), (stages, folder)
+    keys = [json.loads(x)["key"] for x in open(rows_path)]
+    assert sorted(keys) == sorted(json.loads(x)["key"] for x in lines)
+
+
 @pytest.mark.parametrize("flag,value,match", [("--betas", "0.5,-1", "--betas"),
                                               ("--eps", "1.2", "--eps"),
                                               ("--settings", "exact,trl", "--settings"),
