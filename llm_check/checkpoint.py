@@ -1,42 +1,44 @@
-"""Training checkpoints: named pytrees as safetensors files plus a ``meta.json``, written atomically.
+"""Checkpoints of two kinds.
 
-A checkpoint is a folder ``.../step_00000012/`` holding one ``NAME.safetensors`` per pytree (params,
-optimizer state, a reference policy, ...) and ``meta.json`` (step, stage, seed, the PRNG key data,
-anything JSON). Tensors are keyed by their pytree path (``jax.tree_util.keystr``) and restored into
-a template pytree of the same structure, so the optimizer's state comes back exactly, bit for bit.
+**Training state** (``save_state`` / ``restore_state`` / ``latest_state``): the params, the
+optimizer state and a JSON ``meta`` (step, stage, seed, the PRNG key data) of a stage in progress,
+written with Orbax (``orbax.checkpoint.CheckpointManager``) under ``ROOT/<step>/``:
 
-Atomicity: everything is written into a sibling temp folder, flushed, then renamed into place; a
-killed writer leaves only a ``*.tmp-*`` folder, which readers ignore and the next save removes. So
-the newest ``step_*`` folder is always complete.
+- sharded: every process writes the shards its devices hold, nothing is gathered to one host;
+- atomic: Orbax writes into a temporary folder and renames it once every process has finished, so
+  the newest step folder is always complete (a killed writer leaves a temporary folder that
+  readers ignore);
+- restorable onto another topology: ``restore_state`` reads into the shardings of a template
+  (the freshly built params and optimizer state of the resuming run), so a state saved by 2
+  processes x 2 devices resumes on 1 process x 4 devices and the reverse; values come back bit
+  for bit;
+- only the newest step is kept (``max_to_keep=1``).
 
-Simplification: safetensors rather than Orbax (small CPU runs, one host); a sharded multi-host run
-would gather the parameters first.
+**A stage's final weights** (``save_checkpoint`` / ``load_checkpoint``, the ``final`` folder the
+next stage and ``coupling llm eval`` start from): named pytrees as safetensors files keyed by their
+pytree path (``jax.tree_util.keystr``) plus a ``meta.json`` (the model config, the tokenizer). The
+caller gathers the parameters to the host first (``sharding.to_host``) and only process 0
+writes. Written into a sibling temp folder, flushed, then renamed into place; a killed writer
+leaves only a ``*.tmp-*`` folder, which readers ignore and the next save removes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from theory.errors import InputError
 
-_STEP_DIR = re.compile(r"^step_(\d{8})$")
-
-
 def _flatten(tree) -> dict[str, np.ndarray]:
     leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
     return {jax.tree_util.keystr(p): np.ascontiguousarray(np.asarray(x)) for p, x in leaves}
-
-
-def step_dir(root: str, step: int) -> str:
-    return os.path.join(root, f"step_{step:08d}")
 
 
 def save_checkpoint(path: str, trees: dict, meta: dict) -> None:
@@ -116,27 +118,45 @@ def load_checkpoint(path: str, templates: dict) -> tuple[dict, dict]:
     return out, meta
 
 
-def latest_checkpoint(root: str) -> tuple[str, int] | None:
-    """(path, step) of the newest complete ``step_*`` folder under ``root``, or None."""
-    if not os.path.isdir(root):
-        return None
-    steps = [int(m.group(1)) for n in os.listdir(root) if (m := _STEP_DIR.match(n))
-             and os.path.isfile(os.path.join(root, n, "meta.json"))]
-    if not steps:
-        return None
-    s = max(steps)
-    return step_dir(root, s), s
+# --------------------------------------------------------------------------- training state (Orbax)
+
+def _manager(root: str, *, create: bool = True) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        os.path.abspath(root), item_names=("state", "meta"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=create,
+                                             enable_async_checkpointing=False))
 
 
-def prune_checkpoints(root: str, keep: int = 1) -> None:
-    """Keep the newest ``keep`` complete step folders under ``root``; delete older ones (complete or not)."""
+def save_state(root: str, step: int, state, meta: dict) -> None:
+    """Save the pytree ``state`` (sharded jax arrays) and ``meta`` (JSON) as step ``step`` under
+    ``root``; every process must call it (each writes its own shards). Older steps are removed."""
+    with _manager(root) as mngr:
+        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                meta=ocp.args.JsonSave(meta)))
+        mngr.wait_until_finished()
+
+
+def latest_state(root: str) -> int | None:
+    """The newest complete step under ``root``, or None."""
     if not os.path.isdir(root):
-        return
-    steps = sorted(int(m.group(1)) for n in os.listdir(root) if (m := _STEP_DIR.match(n)))
-    complete = [s for s in steps if os.path.isfile(os.path.join(step_dir(root, s), "meta.json"))]
-    if len(complete) <= keep:
-        return
-    oldest_kept = complete[-keep] if keep else max(steps) + 1
-    for s in steps:
-        if s < oldest_kept:
-            shutil.rmtree(step_dir(root, s), ignore_errors=True)
+        return None
+    with _manager(root, create=False) as mngr:
+        return mngr.latest_step()
+
+
+def restore_state(root: str, step: int, template) -> tuple[object, dict]:
+    """(state, meta) of step ``step`` under ``root``, restored with the structure, shapes, dtypes
+    and shardings of ``template``; a checkpoint that does not match it is an ``InputError``."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    try:
+        with _manager(root, create=False) as mngr:
+            got = mngr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    except (ValueError, KeyError, TypeError, FileNotFoundError, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise InputError(f"{root}/{step}: cannot restore the training state ({first})") from None
+    state, meta = got["state"], got["meta"]
+    want = jax.tree.structure(template)
+    if jax.tree.structure(state) != want:
+        raise InputError(f"{root}/{step}: the training state has another structure than the run's")
+    return state, meta

@@ -248,6 +248,18 @@ def _parser(config=None) -> argparse.ArgumentParser:
                    "tensorboard, wandb (comma-separated; the [track] extra; WANDB_MODE=offline "
                    "works without a network)")
 
+    mp = run.add_argument_group(
+        "several processes", "jax.distributed: start the same command once per process (host), "
+        "each with its own --process-id; all of them must see --out (a shared filesystem)")
+    mp.add_argument("--coordinator", default=None, help="HOST:PORT where process 0 serves "
+                    "the coordination service (every process passes the same)")
+    mp.add_argument("--num-processes", type=int, default=None, help="how many processes")
+    mp.add_argument("--process-id", type=int, default=None, help="this process, 0 .. N-1 "
+                    "(process 0 writes the files)")
+    mp.add_argument("--process-timeout", type=int, default=100, help="seconds: how long to wait "
+                    "for every process to join, and how long a silent (dead) process may stay "
+                    "silent before JAX stops every other process with an error naming it")
+
     swp = sub.add_parser("sweep", help="both couplings over a beta x eps grid, measured against "
                         "theory's predicted sizes (sweep.json, sweep.md, sweep.png)",
                         formatter_class=fmt)
@@ -347,6 +359,56 @@ def config_from_args(a) -> RunConfig:
     return cfg.validate()
 
 
+def _check_processes(a) -> bool:
+    """True when the flags ask for several processes; half-given or out-of-range ones are an
+    InputError (before JAX starts)."""
+    given = {"--coordinator": a.coordinator, "--num-processes": a.num_processes,
+             "--process-id": a.process_id}
+    if all(v is None for v in given.values()):
+        return False
+    missing = [k for k, v in given.items() if v is None]
+    if missing:
+        raise InputError(f"setting {missing[0]}: needed with "
+                         + ", ".join(k for k, v in given.items() if v is not None))
+    host, _, port = a.coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"setting --coordinator {a.coordinator!r}: expected HOST:PORT")
+    if a.num_processes < 1 or not 0 <= a.process_id < a.num_processes:
+        raise InputError(f"setting --process-id {a.process_id}: expected 0 .. "
+                         f"{a.num_processes - 1} (--num-processes {a.num_processes})")
+    if a.out is None:
+        raise InputError("setting --out: needed with several processes (every process must name "
+                         "the same folder)")
+    if a.process_timeout < 1:
+        raise InputError(f"setting --process-timeout {a.process_timeout}: must be >= 1 second")
+    return True
+
+
+def _cmd_run_distributed(a) -> int:
+    """``_cmd_run`` as one process of several. A process that fails prints its error and exits at
+    once (``os._exit``, no shutdown handshake), so the others are stopped by JAX's missing-heartbeat
+    check within --process-timeout seconds instead of waiting for it in a collective."""
+    from llm_check.sharding import init_distributed
+
+    init_distributed(a.coordinator, a.num_processes, a.process_id, timeout_s=a.process_timeout,
+                     heartbeat_timeout_s=a.process_timeout)
+    who = f"coupling llm run (process {a.process_id} of {a.num_processes})"
+    try:
+        return _cmd_run(a)
+    except InputError as e:
+        print(f"{who}: {e}", file=sys.stderr, flush=True)
+        rc = 2
+    except BaseException:  # noqa: BLE001 - any failure must stop this process at once
+        import traceback
+
+        traceback.print_exc()
+        print(f"{who}: failed; the other processes stop within {a.process_timeout} s",
+              file=sys.stderr, flush=True)
+        rc = 1
+    sys.stdout.flush()
+    os._exit(rc)
+
+
 def _cmd_run(a) -> int:
     from llm_check import pipeline
 
@@ -359,6 +421,11 @@ def _cmd_run(a) -> int:
     except pipeline.NonFiniteLoss as e:
         print(f"coupling llm run: stopped: {e}", file=sys.stderr)
         return 3
+    import jax
+
+    if jax.process_index() != 0:
+        print(f"process {jax.process_index()}: done; process 0 wrote {out}")
+        return 0
     print(f"GRPO setting {summary['setting']!r}: RL converges to {summary['fixed_point']}")
     if "sft_then_rl" in summary:
         a = summary["sft_then_rl"]
@@ -462,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_run_config(known.config)
     a = _parser(config).parse_args(argv)
     if a.cmd == "run":
-        return _cmd_run(a)
+        return _cmd_run_distributed(a) if _check_processes(a) else _cmd_run(a)
     if a.cmd == "eval":
         return _cmd_eval(a)
     if a.cmd == "sweep":

@@ -26,6 +26,7 @@ import numpy as np
 
 from llm_check import data as data_mod
 from llm_check.sft import nll_sums
+from llm_check.sharding import to_host
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,8 @@ def make_answer_logprobs(graphdef, rest, *, chunk_size: int = 64):
 
 def measure(answer_logprobs, params, es: ExactSet) -> dict:
     """Per-prompt log p of both answers, the exact CE (true expert law) and the exact reward."""
-    lr = np.asarray(answer_logprobs(params, *es.right), np.float64)
-    lw = np.asarray(answer_logprobs(params, *es.wrong), np.float64)
+    lr = to_host(answer_logprobs(params, *es.right)).astype(np.float64)
+    lw = to_host(answer_logprobs(params, *es.wrong)).astype(np.float64)
     return summarize(lr, lw, es.eps)
 
 

@@ -55,6 +55,7 @@ from llm_check.logprobs import grouped_completion_logprobs
 from llm_check.run_config import (AGGREGATIONS, BASELINES, KL_ESTIMATORS,  # noqa: F401
                                   GRPOConfig)
 from llm_check.sampling import SampleOutput, sample
+from llm_check.sharding import to_host
 from theory.errors import InputError
 
 
@@ -167,8 +168,8 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, cfg: GRPOConfig, beta=
 
 def decode_completions(tok, completion, completion_mask) -> list[str]:
     """Decoded completion texts, without the closing end-of-turn token."""
-    completion = np.asarray(completion)
-    lengths = np.asarray(completion_mask).sum(-1)
+    completion = to_host(completion)  # gathered from every process's devices
+    lengths = to_host(completion_mask).sum(-1)
     texts = []
     for ids, n in zip(completion, lengths):
         ids = list(ids[:n])

@@ -34,7 +34,11 @@ module level. Determinism and faults: every random draw of step k of a stage is 
 (seed, stage, step), so a resumed run writes the same metrics as one never interrupted. A
 non-finite loss stops the run (``NonFiniteLoss``); the last good checkpoint stays.
 
-Simplifications: single host; the RL reference is the stage's start; the base pre-training is
+Several processes (``sharding.init_distributed``): every process runs this same loop on its share
+of each batch; only process 0 writes the metrics, the ``final`` weights and the report (``is_main``),
+while the Orbax training state is written by all (each its own shards).
+
+Simplifications: the RL reference is the stage's start; the base pre-training is
 plain SFT on shuffled answers.
 """
 
@@ -66,7 +70,7 @@ from llm_check.predictions import (ce_change_prediction, coarse_kl, coarse_targe
 from llm_check.rewards import task_rewards
 from llm_check.run_config import ORDERS, GRPOConfig, OptimConfig, RunConfig  # noqa: F401
 from llm_check.sft import make_optimizer, make_sft_step, split_model, stack_micro
-from llm_check.sharding import place_like, shard_batch
+from llm_check.sharding import barrier, is_main, on_mesh, place_like, shard_batch, to_host
 from theory.errors import InputError
 
 STAGE_IDS = {"base": 0, "sft": 1, "rl": 2}
@@ -346,7 +350,7 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
             # the rewards carry no signal (a deterministic expert; docs/log.md)
             old_lp, _ = ctx.fns.logp(params, *batch)
         seq_logratio = jnp.sum((old_lp - ref_lp) * cmask, axis=-1)
-        adv = advantages(jnp.asarray(rewards), seq_logratio, g)
+        adv = advantages(ctx.shard(rewards), seq_logratio, g)
         old_lp, ref_lp, adv = ctx.shard((old_lp, ref_lp, adv))
         start = params
         inner = []
@@ -355,7 +359,7 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
                                         g.beta)
             inner.append(m)
         m = inner[0]
-        cm = np.asarray(cmask, np.float64)
+        cm = to_host(cmask).astype(np.float64)
         row = {
             "loss": float(np.mean([float(x["loss"]) for x in inner])),
             "grad_norm": float(m["grad_norm"]),
@@ -364,8 +368,8 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
             "format": float(np.mean(fmt(None, texts, answer=answers))),
             "kl": float(m["kl"]),
             "kl_seq": float(jnp.mean(seq_logratio)),
-            "entropy": float((np.asarray(ent) * cm).sum() / max(cm.sum(), 1.0)),
-            "completions/mean_length": float(np.asarray(out.lengths).mean()),
+            "entropy": float((to_host(ent) * cm).sum() / max(cm.sum(), 1.0)),
+            "completions/mean_length": float(to_host(out.lengths).mean()),
         }
         for name in ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean"):
             row[name] = float(np.mean([float(x[name]) for x in inner]))
@@ -401,6 +405,11 @@ def _read_rows(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def _append_row(path: str, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def _write_rows(path: str, rows: list[dict]) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -431,13 +440,17 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
     steps_name, optim_name, step_name = STAGE_SETTINGS[stage]
     n_steps = getattr(cfg, steps_name)
     step = step or getattr(ctx.fns, step_name)
+    main = is_main()  # with several processes, only process 0 writes files
     final = os.path.join(folder, "final")
+    root = os.path.join(folder, "ckpt")  # the training state (Orbax), while the stage runs
     rows_path = os.path.join(folder, "metrics.jsonl")
-    opt_state = stage_optimizer(getattr(cfg, optim_name), n_steps).init(start_params)
+    opt_state = on_mesh(stage_optimizer(getattr(cfg, optim_name), n_steps).init(start_params),
+                        ctx.mesh)
     if resume and os.path.isfile(os.path.join(final, "meta.json")):
         trees, _ = ckpt.load_checkpoint(final, {"params": start_params})
         return place_like(trees["params"], start_params)  # keeps the mesh's sharding
-    os.makedirs(folder, exist_ok=True)
+    if main:
+        os.makedirs(folder, exist_ok=True)
     kl_name = "rl/kl_ref" if stage == "rl" else "sft/kl_ref"
     ref = start_params
     target, pred, ex0 = None, {}, None
@@ -456,44 +469,45 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
                else sft_step_fn(ctx, ctx.train if stage == "sft" else ctx.fmt, step, stage))
     tag = {"seed": ctx.seed, "order": label, "stage": stage}
     params, first = start_params, 1
-    found = ckpt.latest_checkpoint(os.path.join(folder, "ckpt")) if resume else None
-    if found:
-        trees, meta = ckpt.load_checkpoint(found[0], {"params": params, "opt_state": opt_state})
-        params = place_like(trees["params"], start_params)  # keeps the mesh's sharding
-        opt_state = place_like(trees["opt_state"], opt_state)
+    found = ckpt.latest_state(root) if resume else None
+    if found is not None:
+        # restored straight into the shardings of this run's params and optimizer state, whatever
+        # the topology that saved them
+        state, meta = ckpt.restore_state(root, found, {"params": params, "opt_state": opt_state})
+        params, opt_state = state["params"], state["opt_state"]
         first = meta["step"] + 1
-        rows = [r for r in _read_rows(rows_path) if r["step"] <= meta["step"]]
+        rows = [r for r in _read_rows(rows_path) if r["step"] <= meta["step"]] if main else []
     else:
         rows = [{**tag, "step": 0, **evaluate(ctx, params, ref, kl_name, target, ex0), **pred}]
-    _write_rows(rows_path, rows)
+    if main:
+        _write_rows(rows_path, rows)
     for t in trackers:
-        if not found:
+        if found is None:
             t.log(rows[0])
-    with open(rows_path, "a") as f:
-        bar = tqdm(range(first, n_steps + 1), desc=f"seed {ctx.seed} {label} {stage}",
-                   initial=first - 1, total=n_steps, leave=False, position=position)
-        for k in bar:
-            params, opt_state, row = step_fn(params, opt_state, k)
-            _finite(row, f"seed {ctx.seed} {label} {stage} step {k}")
-            if k % cfg.eval_every == 0 or k == n_steps:
-                row.update(evaluate(ctx, params, ref, kl_name, target))
-            f.write(json.dumps({**tag, "step": k, **row}) + "\n")
-            f.flush()
-            for t in trackers:
-                t.log({**tag, "step": k, **row})
-            if k % cfg.ckpt_every == 0 and k < n_steps:
-                root = os.path.join(folder, "ckpt")
-                ckpt.save_checkpoint(ckpt.step_dir(root, k),
-                                     {"params": params, "opt_state": opt_state},
-                                     {"step": k, "stage": stage, "order": label, "seed": ctx.seed,
-                                      "key": np.asarray(jax.random.key_data(
-                                          _key(ctx.seed, stage, k))).tolist()})
-                ckpt.prune_checkpoints(root, keep=1)
-        bar.close()
-    ckpt.save_checkpoint(final, {"params": params},
-                         {"step": n_steps, "stage": stage, "order": label, "seed": ctx.seed,
-                          "model_config": ctx.model_config.to_hf(), "tokenizer": cfg.model})
-    shutil.rmtree(os.path.join(folder, "ckpt"), ignore_errors=True)
+    bar = tqdm(range(first, n_steps + 1), desc=f"seed {ctx.seed} {label} {stage}",
+               initial=first - 1, total=n_steps, leave=False, position=position, disable=not main)
+    for k in bar:
+        params, opt_state, row = step_fn(params, opt_state, k)
+        _finite(row, f"seed {ctx.seed} {label} {stage} step {k}")
+        if k % cfg.eval_every == 0 or k == n_steps:
+            row.update(evaluate(ctx, params, ref, kl_name, target))
+        if main:
+            _append_row(rows_path, {**tag, "step": k, **row})
+        for t in trackers:
+            t.log({**tag, "step": k, **row})
+        if k % cfg.ckpt_every == 0 and k < n_steps:
+            ckpt.save_state(root, k, {"params": params, "opt_state": opt_state},
+                            {"step": k, "stage": stage, "order": label, "seed": ctx.seed,
+                             "key": np.asarray(jax.random.key_data(
+                                 _key(ctx.seed, stage, k))).tolist()})
+    bar.close()
+    host_params = jax.tree.map(to_host, params)  # gathered from every process's devices
+    if main:
+        ckpt.save_checkpoint(final, {"params": host_params},
+                             {"step": n_steps, "stage": stage, "order": label, "seed": ctx.seed,
+                              "model_config": ctx.model_config.to_hf(), "tokenizer": cfg.model})
+        shutil.rmtree(root, ignore_errors=True)
+    barrier(f"{folder}: final")
     return params
 
 
@@ -530,7 +544,10 @@ def run(cfg: RunConfig, out: str, *, resume: bool = False) -> dict:
     # the model folder (config, tensor headers and shapes, tokenizer) and the mesh spec too
     loaded = load_model(cfg, cfg.seeds[0])
     cfg_path = os.path.join(out, "config.json")
-    if os.path.exists(cfg_path):
+    main = is_main()  # with several processes, only process 0 writes files
+    exists = os.path.exists(cfg_path)
+    barrier(f"{out}: config checked")  # every process has looked before process 0 writes
+    if exists:
         if not resume:
             raise InputError(f"--out {out}: already holds a run; pass --resume or choose another "
                              "folder")
@@ -543,7 +560,7 @@ def run(cfg: RunConfig, out: str, *, resume: bool = False) -> dict:
                       if stored.get(k, default.get(k)) != now.get(k))
         if diff:
             raise InputError(f"--resume: setting {diff[0]} differs from {cfg_path}")
-    else:
+    elif main:
         os.makedirs(out, exist_ok=True)
         tmp = cfg_path + ".tmp"
         with open(tmp, "w") as f:
@@ -552,7 +569,7 @@ def run(cfg: RunConfig, out: str, *, resume: bool = False) -> dict:
     from llm_check.tracking import open_trackers
 
     files, fns = [], None
-    trackers = open_trackers(cfg.trackers, out, cfg.to_json())
+    trackers = open_trackers(cfg.trackers, out, cfg.to_json()) if main else []
     try:
         for seed in cfg.seeds:
             seed_files, fns = run_seed(cfg, seed, out, resume=resume, fns=fns, trackers=trackers,
@@ -561,9 +578,15 @@ def run(cfg: RunConfig, out: str, *, resume: bool = False) -> dict:
     finally:
         for t in trackers:
             t.close()
-    rows = [r for path in files for r in _read_rows(path)]
-    _write_rows(os.path.join(out, "metrics.jsonl"), rows)
-    return report.write_report(cfg, rows, out, wall_s=time.perf_counter() - t0)
+    if main:
+        rows = [r for path in files for r in _read_rows(path)]
+        _write_rows(os.path.join(out, "metrics.jsonl"), rows)
+        summary = report.write_report(cfg, rows, out, wall_s=time.perf_counter() - t0)
+    barrier(f"{out}: report written")
+    if not main:
+        with open(os.path.join(out, "summary.json")) as f:
+            summary = json.load(f)
+    return summary
 
 
 # --------------------------------------------------------------------------- eval and the lr sweep

@@ -32,6 +32,7 @@ import numpy as np
 from flax import nnx
 
 from llm_check.model import default_positions
+from llm_check.sharding import to_host
 from theory.errors import InputError
 
 
@@ -63,7 +64,7 @@ def sample(model, prompt_tokens, prompt_mask, key, *, max_new_tokens: int,
         raise InputError(f"sample: top_p must be in (0, 1], got {top_p}")
     if repeat < 1:
         raise InputError(f"sample: repeat must be >= 1, got {repeat}")
-    if not np.all(np.asarray(prompt_mask)[:, -1] == 1):
+    if not np.all(to_host(prompt_mask)[:, -1] == 1):
         raise InputError("sample: prompts must be LEFT-padded (prompt_mask[:, -1] must be 1)")
     graphdef, state = nnx.split(model)
     tokens, completion, cmask, lp, ent = _sample(

@@ -27,7 +27,7 @@ def _trees():
 
 def test_round_trip_is_exact(tmp_path):
     params, state = _trees()
-    path = ckpt.step_dir(str(tmp_path), 3)
+    path = str(tmp_path / "final")
     ckpt.save_checkpoint(path, {"params": params, "opt_state": state}, {"step": 3, "key": [1, 2]})
     zeros = jax.tree.map(jnp.zeros_like, (params, state))
     trees, meta = ckpt.load_checkpoint(path, {"params": zeros[0], "opt_state": zeros[1]})
@@ -39,20 +39,60 @@ def test_round_trip_is_exact(tmp_path):
     assert jax.tree.structure(trees["opt_state"]) == jax.tree.structure(state)
 
 
-def test_latest_ignores_unfinished_writes_and_prune_keeps_newest(tmp_path):
+def test_save_overwrites_atomically(tmp_path):
     params, _ = _trees()
-    root = str(tmp_path)
-    for s in (2, 4):
-        ckpt.save_checkpoint(ckpt.step_dir(root, s), {"params": params}, {"step": s})
-    os.makedirs(ckpt.step_dir(root, 6) + ".tmp-999")  # a writer killed mid-way
-    os.makedirs(ckpt.step_dir(root, 8))  # no meta.json: incomplete
-    assert ckpt.latest_checkpoint(root) == (ckpt.step_dir(root, 4), 4)
-    ckpt.prune_checkpoints(root, keep=1)
-    assert ckpt.latest_checkpoint(root) == (ckpt.step_dir(root, 4), 4)
-    assert not os.path.exists(ckpt.step_dir(root, 2))
-    ckpt.save_checkpoint(ckpt.step_dir(root, 4), {"params": params}, {"step": 44})  # overwrite
-    assert ckpt.load_checkpoint(ckpt.step_dir(root, 4), {"params": params})[1]["step"] == 44
-    assert ckpt.latest_checkpoint(str(tmp_path / "nothing")) is None
+    path = str(tmp_path / "final")
+    ckpt.save_checkpoint(path, {"params": params}, {"step": 4})
+    os.makedirs(path + ".tmp-999")  # a writer killed mid-way
+    ckpt.save_checkpoint(path, {"params": params}, {"step": 44})  # overwrite
+    assert ckpt.load_checkpoint(path, {"params": params})[1]["step"] == 44
+    assert sorted(os.listdir(tmp_path)) == ["final"]  # the leftover is gone
+
+
+def test_training_state_round_trip_is_exact_and_keeps_the_newest(tmp_path):
+    """Orbax: params and optimizer state come back bit for bit, with the template's shardings;
+    the meta too; only the newest step stays; a killed writer's temporary folder is ignored."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from llm_check.sharding import make_mesh, on_mesh, param_sharding
+
+    params, state = _trees()
+    mesh = make_mesh("data=1,fsdp=1")
+    params = jax.tree.map(lambda x: jax.device_put(x, param_sharding(x.shape, mesh)), params)
+    state = on_mesh(state, mesh)
+    root = str(tmp_path / "ckpt")
+    assert ckpt.latest_state(root) is None
+    for step in (2, 4):
+        ckpt.save_state(root, step, {"params": params, "opt_state": state},
+                        {"step": step, "key": [1, 2]})
+    os.makedirs(os.path.join(root, "6.orbax-checkpoint-tmp-123"))  # a writer killed mid-way
+    assert ckpt.latest_state(root) == 4
+    assert sorted(n for n in os.listdir(root) if n.isdigit()) == ["4"]
+    template = jax.tree.map(lambda x: jax.device_put(jnp.zeros_like(x), x.sharding),
+                            {"params": params, "opt_state": state})
+    got, meta = ckpt.restore_state(root, 4, template)
+    assert meta == {"step": 4, "key": [1, 2]}
+    assert jax.tree.structure(got) == jax.tree.structure(template)
+    for a, b in zip(jax.tree.leaves({"params": params, "opt_state": state}), jax.tree.leaves(got)):
+        assert a.dtype == b.dtype and isinstance(b.sharding, NamedSharding)
+        assert b.sharding.spec == a.sharding.spec
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert all(x.sharding.spec == P() for x in jax.tree.leaves(got["opt_state"])
+               if x.ndim == 0)  # the step counters, replicated over the mesh
+
+
+def test_bad_training_state_is_an_input_error(tmp_path):
+    params, state = _trees()
+    root = str(tmp_path / "ckpt")
+    ckpt.save_state(root, 2, {"params": params, "opt_state": state}, {"step": 2})
+    wrong = {"params": {"layer": {"kernel": jnp.zeros((3, 2)), "scale": jnp.ones(3)}},
+             "opt_state": state}
+    with pytest.raises(InputError, match="cannot restore the training state"):
+        ckpt.restore_state(root, 2, wrong)
+    with pytest.raises(InputError, match="cannot restore the training state"):
+        ckpt.restore_state(root, 2, {"params": params})
+    with pytest.raises(InputError, match="cannot restore the training state"):
+        ckpt.restore_state(root, 3, {"params": params, "opt_state": state})
 
 
 def test_bad_checkpoints_name_the_file_or_tensor(tmp_path):

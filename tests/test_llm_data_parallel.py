@@ -126,9 +126,9 @@ SCRIPT = textwrap.dedent('''
         raise SystemExit("the run was not stopped")
     except Stop:
         pass
-    ckpt = os.path.join(out, "mesh", "runs", "seed0", "sft_then_rl", "rl", "ckpt",
-                        "step_00000002", "meta.json")
-    assert os.path.isfile(ckpt), "no RL step-2 checkpoint"
+    from llm_check.checkpoint import latest_state
+    ckpt = os.path.join(out, "mesh", "runs", "seed0", "sft_then_rl", "rl", "ckpt")
+    assert latest_state(ckpt) == 2, "no RL step-2 checkpoint"
     phase[0] = "resumed"
     pipeline.run(mesh_cfg, os.path.join(out, "mesh"), resume=True)
     print(json.dumps({"seen": seen, "stage_params": stage_params}))

@@ -1,0 +1,200 @@
+"""Multi-process runs (``coupling llm run --coordinator --num-processes --process-id``) and their
+Orbax checkpoints, on localhost CPU processes that talk through gloo.
+
+Every run is the same small ``sft_then_rl`` run on ``--mesh data=2,fsdp=2`` (4 devices), launched
+through the command line in fresh subprocesses (XLA_FLAGS must be set before JAX starts):
+
+- ``one``: 1 process x 4 simulated devices, uninterrupted: the reference;
+- ``two``: 2 processes x 2 devices, uninterrupted. Its summary.json and every metric must equal
+  ``one``'s to 1e-5 relative (the comparison is always against a one-process run: gloo's CPU
+  reduce-scatter has returned wrong values for large chunks in some JAX versions, jax#40830);
+- ``killed``: 2 x 2, and process 1 dies (``os._exit``) at RL step 3, after the step-2 checkpoint.
+  Process 0 must stop on its own with an error (JAX's missing-heartbeat error, or a broken gloo
+  collective), within the ``--process-timeout`` (nothing hangs). The run is then resumed on 1 x 4 from the checkpoint the
+  2 processes saved;
+- ``stopped``: 1 x 4, stopped by an exception at RL step 3, then resumed on 2 x 2.
+
+Both resumed runs must end with ``one``'s metrics (to 1e-5), so a checkpoint crosses topologies
+both ways. Only process 0 writes: the test checks that process 1 wrote no file of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+# one xdist worker runs the whole module, so the runs below happen once
+pytestmark = pytest.mark.xdist_group("multiprocess")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARGS = ["--seeds", "1", "--order", "sft_then_rl", "--n-train", "32", "--n-heldout", "8",
+        "--eval-samples", "2", "--base-steps", "2", "--sft-steps", "2", "--sft-batch", "8",
+        "--rl-steps", "4", "--group-size", "4", "--prompts-per-step", "4",
+        "--max-new-tokens", "2", "--eval-every", "2", "--ckpt-every", "2", "--no-local-theory",
+        "--sft-lr", "1e-3", "--rl-lr", "3e-3", "--mesh", "data=2,fsdp=2",
+        "--process-timeout", "15"]
+TIMEOUT_S = 15
+
+# one process: patch the RL step function to die or stop at RL step 3, then the command line
+SCRIPT = textwrap.dedent('''
+    import json, os, sys
+    from llm_check import pipeline
+    from llm_check.cli import main
+
+    mode, args = sys.argv[1], json.loads(sys.argv[2])
+    real = pipeline.rl_step_fn
+    ran = []  # the RL steps this process ran
+
+    def patched(ctx, ref, step=None):
+        run = real(ctx, ref, step)
+
+        def go(params, opt_state, k):
+            import jax
+            if k == 3 and mode == "die" and jax.process_index() == 1:
+                os._exit(9)  # killed: no error message, no shutdown
+            if k == 3 and mode == "stop":
+                raise KeyboardInterrupt("stopped at RL step 3, after the step-2 checkpoint")
+            ran.append(k)
+            return run(params, opt_state, k)
+        return go
+
+    pipeline.rl_step_fn = patched
+    rc = main(["run", *args])
+    print("RL steps run:", json.dumps(ran), file=sys.stderr)
+    sys.exit(rc)
+''')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _launch(out: str, processes: int, mode: str = "run", resume: bool = False):
+    """Start the run in ``processes`` processes (4 devices in all); returns [(rc, stderr, s)]."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_ENABLE_X64="0",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // processes} "
+                         "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    args = [*ARGS, "--out", out] + (["--resume"] if resume else [])
+    port = _free_port()
+    procs = []
+    for i in range(processes):
+        extra = ([] if processes == 1 else
+                 ["--coordinator", f"localhost:{port}", "--num-processes", str(processes),
+                  "--process-id", str(i)])
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", SCRIPT, mode, json.dumps(args + extra)], env=env, cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    t0 = time.perf_counter()
+    results = []
+    for p in procs:
+        _, err = p.communicate(timeout=400)
+        results.append((p.returncode, err, time.perf_counter() - t0))
+    return results
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("mp")
+    out = {name: str(base / name) for name in ("one", "two", "killed", "stopped")}
+    logs = {}
+    for name, processes, mode in (("one", 1, "run"), ("two", 2, "run"), ("killed", 2, "die"),
+                                  ("stopped", 1, "stop")):
+        logs[name] = _launch(out[name], processes, mode)
+    logs["killed+resumed on 1x4"] = _launch(out["killed"], 1, resume=True)
+    logs["stopped+resumed on 2x2"] = _launch(out["stopped"], 2, resume=True)
+    return out, logs
+
+
+def _ok(logs, name):
+    for i, (rc, err, _) in enumerate(logs[name]):
+        assert rc == 0, f"{name}, process {i}: exit {rc}\n{err[-3000:]}"
+
+
+def _rows(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _flat(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}{k}/")
+        else:
+            yield prefix + k, v
+
+
+def _assert_same(a_dir, b_dir, rel=1e-5, floor=1e-2):
+    """Every float of metrics.jsonl and summary.json of b equals a's to ``rel`` relative to
+    max(|a|, ``floor``); the rest exactly. The floor is for the KLs at a stage's start, which are
+    0 up to float32 rounding: sums of differences of log-probabilities of size 1-10, so their
+    values (~1e-7) are rounding noise that a reduction in another order changes. Returns the
+    largest relative difference seen."""
+    a_rows, b_rows = _rows(a_dir), _rows(b_dir)
+    assert [(r["stage"], r["step"]) for r in a_rows] == [(r["stage"], r["step"]) for r in b_rows]
+    pairs = [(k, r[k], s.get(k)) for r, s in zip(a_rows, b_rows) for k in r]
+    with open(os.path.join(a_dir, "summary.json")) as f, \
+            open(os.path.join(b_dir, "summary.json")) as g:
+        sa, sb = dict(_flat(json.load(f))), dict(_flat(json.load(g)))
+    sa.pop("wall_s"), sb.pop("wall_s")
+    assert set(sa) == set(sb)
+    pairs += [(k, v, sb[k]) for k, v in sa.items()]
+    worst = 0.0
+    for k, x, y in pairs:
+        if isinstance(x, float):
+            d = abs(x - y) / max(abs(x), floor)
+            worst = max(worst, d)
+            assert d <= rel, (k, x, y)
+        else:
+            assert x == y, (k, x, y)
+    assert len(pairs) > 100
+    return worst
+
+
+def test_two_processes_give_the_one_process_run(runs):
+    out, logs = runs
+    _ok(logs, "one")
+    _ok(logs, "two")
+    worst = _assert_same(out["one"], out["two"])
+    print(f"2x2 against 1x4: largest relative difference {worst:.2e}")
+    # process 1 printed no report and wrote nothing of its own
+    assert "wrote" not in logs["two"][1][1]
+    names = sorted(os.listdir(out["two"]))
+    assert names == sorted(os.listdir(out["one"])), names
+
+
+def test_a_dead_process_stops_the_other_with_a_clear_error(runs):
+    _, logs = runs
+    (rc0, err0, t0), (rc1, _, t1) = logs["killed"]
+    assert rc1 == 9
+    assert rc0 != 0, err0[-3000:]
+    # either JAX's coordination service noticed the missing heartbeats, or a collective with the
+    # dead process broke first (gloo: connection reset); either way a message, not a hang
+    assert any(m in err0 for m in ("stopped sending heartbeats", "another task died",
+                                   "Connection reset by peer")), err0[-3000:]
+    # process 0 did not hang: stopped within the heartbeat timeout (plus start-up slack)
+    assert t0 - t1 < TIMEOUT_S + 45, (t0, t1)
+
+
+def test_checkpoints_cross_topologies_both_ways(runs):
+    out, logs = runs
+    rc, err, _ = logs["stopped"][0]
+    assert rc != 0 and "stopped at RL step 3" in err, err[-3000:]
+    for name in ("killed+resumed on 1x4", "stopped+resumed on 2x2"):
+        _ok(logs, name)
+        # the resume restored RL step 2 (every process): it ran only steps 3 and 4
+        assert all("RL steps run: [3, 4]" in err for _, err, _ in logs[name]), name
+    for name in ("killed", "stopped"):
+        worst = _assert_same(out["one"], out[name])
+        print(f"{name}, resumed on the other topology, against 1x4: {worst:.2e}")
+        # the stage's training state is removed once it ends
+        assert not os.path.exists(os.path.join(out[name], "runs", "seed0", "sft_then_rl", "rl",
+                                               "ckpt"))
