@@ -372,6 +372,50 @@ def encode_examples(tok, examples, *, max_len: int | None = None) -> TokenBatch:
     return TokenBatch(tokens, attn, cmask)
 
 
+@dataclass(frozen=True)
+class SplitBatch:
+    """Examples split at the prompt/completion boundary: LEFT-padded prompts [N, Tp] with their
+    mask, and RIGHT-padded completions [N, M] (the completion tokens and the closing <|im_end|>)
+    with theirs, all int32. The layout of sampled completions, so that the log-probs of the
+    completion take logits at its M positions only (``logprobs.completion_nll``), not at the
+    prompt's."""
+
+    prompt: np.ndarray
+    prompt_mask: np.ndarray
+    completion: np.ndarray
+    completion_mask: np.ndarray
+
+    def arrays(self) -> tuple:
+        return self.prompt, self.prompt_mask, self.completion, self.completion_mask
+
+
+def encode_split(tok, examples, *, prompt_len: int | None = None) -> SplitBatch:
+    """Tokenize (prompt, completion) rows as ``SplitBatch``: the same ids as ``encode_examples``
+    (``tok.example_ids``), cut where the completion mask starts."""
+    prompts, completions = [], []
+    for ex in examples:
+        ids, mask = tok.example_ids(ex.prompt, ex.completion)
+        k = mask.index(1)
+        prompts.append(ids[:k])
+        completions.append(ids[k:])
+    longest = max(len(x) for x in prompts)
+    length = longest if prompt_len is None else prompt_len
+    if longest > length:
+        raise InputError(f"a prompt has {longest} tokens, more than the prompt length {length}")
+    m = max(len(c) for c in completions)
+    n = len(prompts)
+    p = np.full((n, length), tok.pad_id, dtype=np.int32)
+    pm = np.zeros((n, length), dtype=np.int32)
+    c = np.full((n, m), tok.pad_id, dtype=np.int32)
+    cm = np.zeros((n, m), dtype=np.int32)
+    for i, (x, y) in enumerate(zip(prompts, completions)):
+        p[i, length - len(x):] = x
+        pm[i, length - len(x):] = 1
+        c[i, : len(y)] = y
+        cm[i, : len(y)] = 1
+    return SplitBatch(p, pm, c, cm)
+
+
 def encode_prompts(tok, prompts, *, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Chat-formatted prompts, LEFT-padded to one length (what sampling expects): tokens, mask."""
     ids = [tok.prompt_ids(p) for p in prompts]

@@ -19,13 +19,15 @@ The sampled evaluation measures that gap (``rl/reward`` against ``exact/reward``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from llm_check import data as data_mod
-from llm_check.sft import nll_sums
+from llm_check.logprobs import completion_nll
 from llm_check.sharding import to_host
 
 
@@ -35,7 +37,7 @@ class ExactSet:
 
     prompts: tuple[str, ...]
     eps: float
-    right: tuple  # (tokens, attn, cmask) of prompt + right answer, [X, T]
+    right: tuple  # data.SplitBatch arrays of prompt + right answer: [X, Tp] and [X, M]
     wrong: tuple  # the same for the off-by-one answer
 
 
@@ -48,28 +50,28 @@ def exact_set(tok, *, max_operand: int, eps: float) -> ExactSet:
             prompts.append(p)
             rows_r.append(data_mod.Example(prompt=p, completion=str(a + b), answer=str(a + b)))
             rows_w.append(data_mod.Example(prompt=p, completion=str(a + b + 1), answer=str(a + b)))
-    length = max(len(tok.example_ids(r.prompt, r.completion)[0]) for r in rows_r + rows_w)
-    enc = [data_mod.encode_examples(tok, rows, max_len=length) for rows in (rows_r, rows_w)]
-    arrays = [tuple(jnp.asarray(x) for x in (e.tokens, e.attention_mask, e.completion_mask))
-              for e in enc]
+    enc = [data_mod.encode_split(tok, rows) for rows in (rows_r, rows_w)]
+    arrays = [tuple(jnp.asarray(x) for x in e.arrays()) for e in enc]
     return ExactSet(prompts=tuple(prompts), eps=eps, right=arrays[0], wrong=arrays[1])
 
 
-def make_answer_logprobs(graphdef, rest, *, chunk_size: int = 64):
-    """Jitted (params, tokens, attn, cmask) -> [X] log p(completion | prompt) per row."""
+def make_answer_logprobs(graphdef, rest):
+    """Jitted (params, prompt, pmask, completion, cmask, rows=R) -> [X] log p(completion |
+    prompt) per row (``logprobs.completion_nll``, R rows at a time)."""
 
-    @jax.jit
-    def fn(params, tokens, attn, cmask):
-        nll, _ = nll_sums(graphdef, params, rest, tokens, attn, cmask, chunk_size)
-        return -nll
+    @partial(jax.jit, static_argnames="rows")
+    def fn(params, prompt, pmask, completion, cmask, *, rows):
+        model = nnx.merge(graphdef, params, rest)
+        return -completion_nll(model, prompt, pmask, completion, cmask, rows=rows)
 
     return fn
 
 
-def measure(answer_logprobs, params, es: ExactSet) -> dict:
-    """Per-prompt log p of both answers, the exact CE (true expert law) and the exact reward."""
-    lr = to_host(answer_logprobs(params, *es.right)).astype(np.float64)
-    lw = to_host(answer_logprobs(params, *es.wrong)).astype(np.float64)
+def measure(answer_logprobs, params, es: ExactSet, rows: int) -> dict:
+    """Per-prompt log p of both answers (``rows`` rows at a time), the exact CE (true expert law)
+    and the exact reward."""
+    lr = to_host(answer_logprobs(params, *es.right, rows=rows)).astype(np.float64)
+    lw = to_host(answer_logprobs(params, *es.wrong, rows=rows)).astype(np.float64)
     return summarize(lr, lw, es.eps)
 
 

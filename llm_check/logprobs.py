@@ -100,3 +100,33 @@ def grouped_completion_logprobs(model, prompt_tokens, prompt_mask, completion, *
     if not with_entropy:
         return lp
     return lp, -jnp.sum(jnp.exp(logq) * logq, axis=-1)
+
+
+def completion_nll(model, prompt_tokens, prompt_mask, completion, completion_mask, *,
+                   rows: int) -> jax.Array:
+    """float32 [N]: -log p(completion | prompt) per row, summed over the masked completion tokens.
+
+    The layout of ``data.SplitBatch``: left-padded prompts [N, Tp], right-padded completions
+    [N, M]. Logits are formed only at the M completion positions (``grouped_completion_logprobs``
+    with G = 1), never at the prompt's, and ``rows`` rows at a time (``jax.lax.map`` over
+    mini-batches, each under ``jax.checkpoint``, so a gradient or Hessian-vector product of the
+    result keeps one mini-batch's activations, not all of them). N is padded up to a multiple of
+    ``rows`` with copies of row 0 whose mask is 0."""
+    n = prompt_tokens.shape[0]
+    rows = max(1, min(rows, n))
+    chunks = -(-n // rows)
+    pad = chunks * rows - n
+
+    def split(x, mode="edge"):
+        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1), mode=mode)
+        return x.reshape(chunks, rows, *x.shape[1:])
+
+    @jax.checkpoint
+    def one(args):
+        p, pm, c, cm = args
+        lp = grouped_completion_logprobs(model, p, pm, c)
+        return -(lp * cm).sum(-1)
+
+    cmask = split(completion_mask.astype(jnp.float32), mode="constant")
+    nll = jax.lax.map(one, (split(prompt_tokens), split(prompt_mask), split(completion), cmask))
+    return nll.reshape(-1)[:n]

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from llm_check.sft import nll_sums
+from llm_check.logprobs import completion_nll
 
 
 def tree_vdot(a, b) -> jax.Array:
@@ -41,10 +42,12 @@ def tree_cos(a, b) -> jax.Array:
     return tree_vdot(a, b) / jnp.maximum(na * nb, 1e-30)
 
 
-def heldout_ce(graphdef, rest, params, tokens, attn, cmask, *, chunk_size: int = 64):
-    """Mean over held-out responses of -log p(y|x) (nats per response) at ``params``."""
-    nll, _ = nll_sums(graphdef, params, rest, tokens, attn, cmask, chunk_size)
-    return nll.mean()
+def heldout_ce(graphdef, rest, params, prompt, pmask, completion, cmask, *, rows: int):
+    """Mean over held-out responses of -log p(y|x) (nats per response) at ``params``: the
+    ``data.SplitBatch`` arrays, ``rows`` rows at a time, logits at the completion positions only
+    (``logprobs.completion_nll``)."""
+    model = nnx.merge(graphdef, params, rest)
+    return completion_nll(model, prompt, pmask, completion, cmask, rows=rows).mean()
 
 
 def local_ce_prediction(ce, params, delta):

@@ -63,6 +63,7 @@ from llm_check import exact_eval
 from llm_check.grpo import (advantages, decode_completions, group_advantages,
                             make_completion_logprobs, make_grpo_step, make_reward_gradient,
                             reward_stats, rollout)
+from llm_check.memory import eval_rows
 from llm_check.metrics import (heldout_ce, local_ce_prediction, relative_error, tree_cos,
                                tree_sub, tree_vdot)
 from llm_check.predictions import (ce_change_prediction, coarse_kl, coarse_target, expert_share,
@@ -86,10 +87,10 @@ class NonFiniteLoss(RuntimeError):
 class Jitted:
     """The jitted functions of one run, built once (``make_jitted``) and shared by its seeds."""
 
-    ce: object          # (params, tokens, attn, cmask) -> held-out CE
-    local: object       # (params, delta, *held) -> (linear, quadratic, grad CE)
+    ce: object          # (params, prompt, pmask, completion, cmask, rows=R) -> held-out CE
+    local: object       # (params, delta, *held, rows=R) -> (linear, quadratic, grad CE)
     logp: object        # (params, tokens, attn, cmask) -> (completion log-probs, entropies) at T
-    answer_lp: object   # (params, tokens, attn, cmask) -> [N] log p(completion | prompt)
+    answer_lp: object   # (params, prompt, pmask, completion, cmask, rows=R) -> [N] log p(y | x)
     reward_grad: object  # (params, tokens, attn, cmask, adv) -> grad J estimate
     cos: object
     dot: object
@@ -105,16 +106,16 @@ def stage_optimizer(optim: OptimConfig, n_steps: int):
 def make_jitted(cfg: RunConfig, graphdef, rest) -> Jitted:
     chunk = cfg.chunk_size
 
-    def ce(p, *held):
-        return heldout_ce(graphdef, rest, p, *held, chunk_size=chunk)
+    def ce(p, *held, rows):
+        return heldout_ce(graphdef, rest, p, *held, rows=rows)
 
-    def local(p, d, *held):
-        return local_ce_prediction(lambda q: ce(q, *held), p, d)
+    def local(p, d, *held, rows):
+        return local_ce_prediction(lambda q: ce(q, *held, rows=rows), p, d)
 
     return Jitted(
-        ce=jax.jit(ce), local=jax.jit(local),
+        ce=jax.jit(ce, static_argnames="rows"), local=jax.jit(local, static_argnames="rows"),
         logp=make_completion_logprobs(graphdef, rest, temperature=cfg.grpo.temperature),
-        answer_lp=exact_eval.make_answer_logprobs(graphdef, rest, chunk_size=chunk),
+        answer_lp=exact_eval.make_answer_logprobs(graphdef, rest),
         reward_grad=make_reward_gradient(graphdef, rest, cfg.grpo),
         cos=jax.jit(tree_cos), dot=jax.jit(tree_vdot),
         base_step=make_sft_step(graphdef, rest, stage_optimizer(cfg.base_optim, cfg.base_steps),
@@ -147,11 +148,12 @@ class Context:
     eval_prompts: np.ndarray
     eval_prompt_mask: np.ndarray
     eval_answers: list
-    heldout: tuple  # (tokens, attn, cmask) as jax arrays
+    heldout: tuple  # data.SplitBatch arrays (prompt, pmask, completion, cmask), on the devices
     rewards: tuple
     exact: exact_eval.ExactSet | None  # the built-in task's listed answers
     fns: Jitted
     mesh: object = None  # the cfg.mesh Mesh: batches are split over it (``shard``); None: one device
+    eval_batch: int = 0  # rows per mini-batch of the held-out CE and exact log-probs (memory.py)
 
     def shard(self, batch, axis: int = 0):
         """``shard(self.mesh, batch, axis)``."""
@@ -230,7 +232,7 @@ def build_context(cfg: RunConfig, seed: int, loaded=None, fns: Jitted | None = N
     plen = max(len(tok.prompt_ids(p)) for p in all_prompts)
     tp, tm = data_mod.encode_prompts(tok, [ex.prompt for ex in task.train], length=plen)
     ep, em = data_mod.encode_prompts(tok, [ex.prompt for ex in heldout_rows], length=plen)
-    held = data_mod.encode_examples(tok, heldout_rows)
+    held = data_mod.encode_split(tok, heldout_rows)
     exact = (exact_eval.exact_set(tok, max_operand=cfg.max_operand, eps=cfg.eps)
              if cfg.task == "builtin" else None)
     mesh = None
@@ -246,8 +248,11 @@ def build_context(cfg: RunConfig, seed: int, loaded=None, fns: Jitted | None = N
             task.train, seed=seed, p_correct=cfg.base_p_correct)),
         train_prompts=tp, train_prompt_mask=tm, train_answers=[ex.answer for ex in task.train],
         eval_prompts=ep, eval_prompt_mask=em, eval_answers=[ex.answer for ex in heldout_rows],
-        heldout=tuple(shard(mesh, (held.tokens, held.attention_mask, held.completion_mask))),
-        rewards=task_rewards(task.answer_pattern), exact=exact, fns=fns, mesh=mesh)
+        heldout=tuple(shard(mesh, held.arrays())),
+        rewards=task_rewards(task.answer_pattern), exact=exact, fns=fns, mesh=mesh,
+        eval_batch=eval_rows(mc, held.prompt.shape[1], held.completion.shape[1],
+                             n_devices=1 if mesh is None else mesh.devices.size,
+                             dtype_bytes=jnp.dtype(cfg.dtype).itemsize, at_most=len(heldout_rows)))
     return ctx, params
 
 
@@ -259,7 +264,8 @@ def _key(seed: int, stage: str, step: int) -> jax.Array:
 
 def measure_exact(ctx: Context, params) -> dict | None:
     """``exact_eval.measure`` at ``params`` (None when the task's answers cannot be listed)."""
-    return None if ctx.exact is None else exact_eval.measure(ctx.fns.answer_lp, params, ctx.exact)
+    return None if ctx.exact is None else exact_eval.measure(ctx.fns.answer_lp, params, ctx.exact,
+                                                              ctx.eval_batch)
 
 
 def evaluate(ctx: Context, params, ref_params, kl_name: str, target=None, ex=None) -> dict:
@@ -268,7 +274,7 @@ def evaluate(ctx: Context, params, ref_params, kl_name: str, target=None, ex=Non
     when the caller already has it) and, unless ``cfg.sampled_eval`` is off, the
     strict/robust/format rewards with a fixed key, greedy accuracy and the KL to the reference on
     those samples."""
-    row = {"sft/ce_heldout": float(ctx.fns.ce(params, *ctx.heldout))}
+    row = {"sft/ce_heldout": float(ctx.fns.ce(params, *ctx.heldout, rows=ctx.eval_batch))}
     ex = measure_exact(ctx, params) if ex is None else ex
     if ex is not None:
         row["exact/ce"] = ex["ce"]
@@ -377,9 +383,9 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
                                  or k % cfg.eval_every == 0 or k == cfg.rl_steps):
             delta = tree_sub(params, start)
             row["local/delta_norm"] = float(jnp.sqrt(ctx.fns.dot(delta, delta)))
-            ce0 = float(ctx.fns.ce(start, *ctx.heldout))
-            ce1 = float(ctx.fns.ce(params, *ctx.heldout))
-            lin, quad, grad_ce = ctx.fns.local(start, delta, *ctx.heldout)
+            ce0 = float(ctx.fns.ce(start, *ctx.heldout, rows=ctx.eval_batch))
+            ce1 = float(ctx.fns.ce(params, *ctx.heldout, rows=ctx.eval_batch))
+            lin, quad, grad_ce = ctx.fns.local(start, delta, *ctx.heldout, rows=ctx.eval_batch)
             raw_adv = group_advantages(jnp.asarray(rewards).reshape(-1, g.group_size),
                                        baseline="loo", std_normalize=False).reshape(-1)
             grad_j = ctx.fns.reward_grad(start, *batch, cmask, ctx.shard(raw_adv))

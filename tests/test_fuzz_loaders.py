@@ -26,7 +26,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toy_models.cli import main as coupling
@@ -303,6 +303,10 @@ def test_fuzz_cola_through_llm_run(tmp_path, name, strategy):
     seen = Distinct()
     dev = "gj04\t1\t\tThe dog barked.\ngj04\t0\t*\tDog the barked.\n"
 
+    # twice the profile's examples: Hypothesis biases its text towards constants it finds in the
+    # project's loaded modules, and with every LLM test module loaded (the full suite) the tsv
+    # strategy repeated itself (11 distinct files of 25)
+    @settings(max_examples=2 * settings().max_examples)
     @given(strategy)
     def check(case):
         data, line = case

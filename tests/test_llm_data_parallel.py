@@ -27,7 +27,8 @@ from llm_check.cli import _parser, config_from_args
 from llm_check.run_config import RunConfig, load_run_config
 from theory.errors import InputError
 
-pytestmark = pytest.mark.usefixtures("f32")
+# one xdist worker runs the whole module, so the runs of the fixture below happen once
+pytestmark = [pytest.mark.usefixtures("f32"), pytest.mark.xdist_group("data_parallel")]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tests/test_llm_pipeline.py's tiny run, one order, no trackers
@@ -193,8 +194,8 @@ def test_every_batch_is_split_over_the_mesh(mesh_runs):
         assert len(batch) == 3 and all(b["spec"] == "P(None, ('data', 'fsdp'), None)"
                                        and b["shards"] == 4 and b["shard_shape"][:2] == [1, 2]
                                        for b in batch), (name, batch)
-    held = seen["stopped:ce"]["batch"]  # the 8 held-out rows
-    assert [b["shard_shape"][0] for b in held] == [2, 2, 2], held
+    held = seen["stopped:ce"]["batch"]  # the 8 held-out rows: prompt, mask, completion, mask
+    assert [b["shard_shape"][0] for b in held] == [2, 2, 2, 2], held
     # without a mesh nothing is placed: one device everywhere
     assert all(b["devices"] == 1 for k, v in seen.items() if k.startswith("plain:")
                for b in v["batch"]), seen

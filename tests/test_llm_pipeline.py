@@ -44,20 +44,25 @@ def _rows(path):
         return [json.loads(line) for line in f]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def offline_wandb():
+    """ARGS log to W&B: every test of the module (whichever xdist worker runs it) does so offline,
+    with no network."""
+    saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_SILENT")}
+    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    yield
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.update({k: v})
+
+
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     """One uninterrupted run, shared by the tests below."""
     import jax
 
     out = str(tmp_path_factory.mktemp("ref") / "run")
-    saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_SILENT")}
-    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true")  # no network: an offline W&B run
-    try:
-        with jax.enable_x64(False):
-            summary = pipeline.run(_cfg(), out)
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.update({k: v})
+    with jax.enable_x64(False):
+        summary = pipeline.run(_cfg(), out)
     return out, summary
 
 
