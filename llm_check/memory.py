@@ -14,8 +14,8 @@ at the widest point of the forward pass:
 
 It is an upper bound by design, checked against what XLA itself allocates for the compiled
 function (``compiled_temp_bytes``: ``memory_analysis().temp_size_in_bytes``) in
-``tests/test_llm_memory.py``: 1.35-2.64x XLA's count on the tiny preset (XLA fuses some of the
-temporaries counted here), so the rows it picks fit. ``full_logits_bytes`` is
+``tests/test_llm_memory.py``: 1.35-2.65x XLA's count on the tiny preset and 1.35-1.42x at
+Qwen3-0.6B shapes (XLA fuses some of the temporaries counted here), so the rows it picks fit. ``full_logits_bytes`` is
 what the old path (logits at every position in 64-position chunks, all rows at once) needed for
 the largest buffer alone.
 
@@ -24,11 +24,19 @@ the largest buffer alone.
 at least ``n_devices``. ``device_budget()`` is half of the first device's free memory where JAX
 reports it (GPU, TPU) and 2 GiB elsewhere (CPU, which reports none), so the choice, and with it the
 float rounding of the results, does not depend on how busy the host is.
+
+``python -m llm_check.memory --preset qwen3-0.6b --rows 220 --prompt-len 96 --completion-len 4``
+prints, for one mini-batch of those shapes, the estimate beside XLA's count (the function is
+compiled on abstract weights, never run: it needs no memory for them), the rows a budget allows,
+and the old path's logits chunk.
 """
 
 from __future__ import annotations
 
+import argparse
+
 import jax
+import jax.numpy as jnp
 
 F32 = 4
 CPU_BUDGET = 2 * 2**30
@@ -78,3 +86,62 @@ def compiled_temp_bytes(fn, *args, **static) -> int:
     arguments: compiled, never run."""
     compiled = jax.jit(fn, static_argnames=tuple(static)).lower(*args, **static).compile()
     return int(compiled.memory_analysis().temp_size_in_bytes)
+
+
+def xla_eval_bytes(config, rows: int, prompt_len: int, completion_len: int, *,
+                   scan_layers: bool = True) -> dict:
+    """XLA's count for one evaluation mini-batch of ``config`` (float32), compiled on abstract
+    weights (``nnx.eval_shape``): {"temp": temporaries, "params": the weights' bytes}.
+    ``scan_layers`` compiles the layer stack once instead of unrolled (much faster to compile;
+    the same buffers per layer)."""
+    from flax import nnx
+
+    from llm_check.logprobs import completion_nll
+    from llm_check.model import Qwen3
+
+    model = nnx.eval_shape(lambda: Qwen3(config, rngs=nnx.Rngs(0), scan_layers=scan_layers))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def nll(p, prompt, pmask, completion, cmask, *, rows):
+        return completion_nll(nnx.merge(graphdef, p, rest), prompt, pmask, completion, cmask,
+                              rows=rows).mean()
+
+    ints = [jax.ShapeDtypeStruct((rows, prompt_len), jnp.int32)] * 2 + [
+        jax.ShapeDtypeStruct((rows, completion_len), jnp.int32)] * 2
+    weights = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+    return {"temp": compiled_temp_bytes(nll, params, *ints, rows=rows), "params": int(weights)}
+
+
+def main(argv=None) -> int:
+    from llm_check.config import preset
+
+    ap = argparse.ArgumentParser(prog="python -m llm_check.memory",
+                                 description="memory of one evaluation mini-batch: estimate and "
+                                             "XLA's count")
+    ap.add_argument("--preset", default="qwen3-0.6b", help="tiny | qwen3-0.6b | ...")
+    ap.add_argument("--rows", type=int, default=64)
+    ap.add_argument("--prompt-len", type=int, default=96)
+    ap.add_argument("--completion-len", type=int, default=4)
+    ap.add_argument("--budget-gib", type=float, default=8.0, help="per-device budget for the rows")
+    ap.add_argument("--total-rows", type=int, default=1043, help="rows of the whole evaluation "
+                    "(CoLA's dev set: 1,043)")
+    a = ap.parse_args(argv)
+    cfg = preset(a.preset)
+    est = eval_bytes(cfg, a.rows, a.prompt_len, a.completion_len)
+    xla = xla_eval_bytes(cfg, a.rows, a.prompt_len, a.completion_len)
+    gib = 2.0**30
+    print(f"{a.preset}, one mini-batch of {a.rows} rows x ({a.prompt_len} prompt + "
+          f"{a.completion_len} completion) tokens, float32:")
+    print(f"  estimate {est / gib:.3f} GiB   XLA temporaries {xla['temp'] / gib:.3f} GiB   "
+          f"(estimate / XLA {est / xla['temp']:.2f}); weights {xla['params'] / gib:.3f} GiB")
+    rows = eval_rows(cfg, a.prompt_len, a.completion_len, budget=int(a.budget_gib * gib),
+                     at_most=a.total_rows)
+    print(f"  at {a.budget_gib:g} GiB: {rows} rows a mini-batch "
+          f"({eval_bytes(cfg, rows, a.prompt_len, a.completion_len) / gib:.2f} GiB estimated)")
+    print(f"  the old path: one [{a.total_rows}, 64, {cfg.vocab_size}] float32 logits chunk = "
+          f"{full_logits_bytes(cfg, a.total_rows) / gib:.1f} GiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

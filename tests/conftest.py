@@ -42,10 +42,6 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 def pytest_configure(config):
     jax.config.update("jax_enable_x64", True)
-    # with -n N: a module marked xdist_group runs on one worker, so a module fixture that launches
-    # subprocess runs (data parallel, multi-process) runs once, not once per worker
-    if getattr(config.option, "dist", None) == "load":
-        config.option.dist = "loadgroup"
 
 
 @pytest.fixture

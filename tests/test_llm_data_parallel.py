@@ -27,8 +27,7 @@ from llm_check.cli import _parser, config_from_args
 from llm_check.run_config import RunConfig, load_run_config
 from theory.errors import InputError
 
-# one xdist worker runs the whole module, so the runs of the fixture below happen once
-pytestmark = [pytest.mark.usefixtures("f32"), pytest.mark.xdist_group("data_parallel")]
+pytestmark = pytest.mark.usefixtures("f32")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tests/test_llm_pipeline.py's tiny run, one order, no trackers
