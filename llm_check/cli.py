@@ -291,7 +291,10 @@ def _parser(config=None) -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="held-out SFT loss and rewards of a checkpoint",
                         formatter_class=fmt)
-    _add_common(ev)
+    ev_groups = _add_common(ev)
+    ev_groups["devices"].add_argument(
+        "--mesh", default=None, help="device mesh, e.g. data=2,fsdp=2: the parameters split over "
+        "fsdp, the held-out rows over all devices (so their count must be a multiple of D*F)")
     ev.add_argument("--seed", type=int, default=0, help="data seed")
     ev.add_argument("--json", action="store_true", help="print JSON")
 
@@ -452,7 +455,7 @@ def _cmd_eval(a) -> int:
         a.model, task=a.task, seed=a.seed, eps=a.eps, max_operand=a.max_operand,
         n_train=a.n_train, n_heldout=a.n_heldout, eval_rows=a.eval_rows,
         eval_samples=a.eval_samples, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
-        chunk_size=a.chunk_size)
+        chunk_size=a.chunk_size, mesh=a.mesh)
     if a.json:
         print(json.dumps(result, indent=1))
     else:

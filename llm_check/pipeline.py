@@ -597,10 +597,11 @@ def run(cfg: RunConfig, out: str, *, resume: bool = False) -> dict:
 
 # --------------------------------------------------------------------------- eval and the lr sweep
 
-def load_checkpoint_model(path: str, seed: int = 0):
-    """(model, config, tokenizer) from 'tiny', a run's ``final`` checkpoint or an HF snapshot."""
+def load_checkpoint_model(path: str, seed: int = 0, mesh: str | None = None):
+    """(model, config, tokenizer) from 'tiny', a run's ``final`` checkpoint or an HF snapshot;
+    with ``mesh`` (a spec) the parameters are FSDP-sharded over it."""
     if path == "tiny" or not os.path.isfile(os.path.join(path, "params.safetensors")):
-        return load_model(RunConfig(model=path), seed)
+        return load_model(RunConfig(model=path, mesh=mesh), seed)
     from llm_check.config import Qwen3Config
     from llm_check.model import Qwen3
     from llm_check.tokenizer import load_tokenizer
@@ -613,18 +614,23 @@ def load_checkpoint_model(path: str, seed: int = 0):
     graphdef, params, rest = split_model(model)
     trees, _ = ckpt.load_checkpoint(path, {"params": params})
     model = nnx.merge(graphdef, jax.tree.map(jnp.asarray, trees["params"]), rest)
+    if mesh is not None:
+        from llm_check.sharding import make_mesh, shard_model
+
+        shard_model(model, make_mesh(mesh))
     return model, mc, load_tokenizer(meta.get("tokenizer", "tiny"))
 
 
 def evaluate_checkpoint(model_path: str, *, task: str, seed: int = 0, **settings) -> dict:
-    """Held-out CE and strict / robust / format rewards and greedy accuracy of one checkpoint."""
+    """Held-out CE and strict / robust / format rewards and greedy accuracy of one checkpoint;
+    ``mesh="data=D,fsdp=F"`` evaluates it on a device mesh (parameters and held-out rows split)."""
     cfg = dataclasses.replace(RunConfig(), model=model_path, task=task, seeds=(seed,),
                               eps=settings.pop("eps", RunConfig.eps),
                               grpo=dataclasses.replace(
                                   GRPOConfig(), max_new_tokens=settings.pop("max_new_tokens", 4),
                                   temperature=settings.pop("temperature", 1.0)),
                               **settings).validate()
-    loaded = load_checkpoint_model(model_path, seed)
+    loaded = load_checkpoint_model(model_path, seed, mesh=cfg.mesh)
     ctx, params = build_context(cfg, seed, loaded=loaded)
     result = evaluate(ctx, params, params, "kl_self")
     del result["kl_self"], result["rl/objective"]

@@ -131,7 +131,14 @@ SCRIPT = textwrap.dedent('''
     assert latest_state(ckpt) == 2, "no RL step-2 checkpoint"
     phase[0] = "resumed"
     pipeline.run(mesh_cfg, os.path.join(out, "mesh"), resume=True)
-    print(json.dumps({"seen": seen, "stage_params": stage_params}))
+    # `coupling llm eval` of the RL stage's final checkpoint, on one device and on the mesh
+    final = os.path.join(out, "mesh", "runs", "seed0", "sft_then_rl", "rl", "final")
+    evals = {}
+    for name, mesh in (("one", None), ("mesh", "data=2,fsdp=2")):
+        phase[0] = f"eval-{name}"
+        evals[name] = pipeline.evaluate_checkpoint(final, task="builtin", n_train=32, n_heldout=8,
+                                                   eval_samples=2, max_new_tokens=2, mesh=mesh)
+    print(json.dumps({"seen": seen, "stage_params": stage_params, "evals": evals}))
 ''')
 
 
@@ -216,6 +223,20 @@ def test_params_stay_sharded_through_the_run_and_the_resume(mesh_runs):
         s = stages[key]
         assert s["fsdp"] == s["leaves"] and s["one_device"] == 0, s
     assert stages[("plain", "rl")]["one_device"] == stages[("plain", "rl")]["leaves"]
+
+
+def test_eval_of_a_checkpoint_on_the_mesh_equals_one_device(mesh_runs):
+    """``coupling llm eval --mesh``: the held-out CE and the exact quantities of a final checkpoint
+    on 4 devices equal the one-device evaluation; the held-out rows were split over the mesh."""
+    _, r = mesh_runs
+    one, mesh = r["evals"]["one"], r["evals"]["mesh"]
+    assert set(one) == set(mesh) and one["heldout_rows"] == 8
+    for k in ("sft/ce_heldout", "exact/ce", "exact/reward", "rl/reward", "eval/greedy_accuracy"):
+        assert mesh[k] == pytest.approx(one[k], rel=1e-5, abs=1e-6), (k, one, mesh)
+    ce = r["seen"]["eval-mesh:ce"]
+    assert all(b["shards"] == 4 and b["shard_shape"][0] == 2 for b in ce["batch"]), ce
+    assert ce["state"][0]["fsdp"] == ce["state"][0]["leaves"]  # the params FSDP-sharded
+    assert all(b["devices"] == 1 for b in r["seen"]["eval-one:ce"]["batch"])
 
 
 def test_indivisible_batches_are_rejected_before_anything_is_written(tmp_path):
