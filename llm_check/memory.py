@@ -21,9 +21,11 @@ the largest buffer alone.
 
 ``eval_rows(config, prompt_len, completion_len, n_devices, budget)``: the largest multiple of
 ``n_devices`` whose estimate fits ``budget`` bytes per device (rows are split over the devices),
-at least ``n_devices``. ``device_budget()`` is half of the first device's free memory where JAX
-reports it (GPU, TPU) and 2 GiB elsewhere (CPU, which reports none), so the choice, and with it the
-float rounding of the results, does not depend on how busy the host is.
+at least ``n_devices``. ``device_budget()`` is a quarter of the first device's memory where JAX
+reports it (``bytes_limit`` on GPU, TPU; the weights, optimizer state and the reference policy
+hold the rest) and 2 GiB elsewhere (CPU, which reports none). It depends on the device, not on
+what else is using it at the moment, so the choice, and with it the float rounding of the results,
+is the same when a run is resumed on the same kind of device.
 
 ``python -m llm_check.memory --preset qwen3-0.6b --rows 220 --prompt-len 96 --completion-len 4``
 prints, for one mini-batch of those shapes, the estimate beside XLA's count (the function is
@@ -65,7 +67,7 @@ def device_budget() -> int:
     """Bytes one evaluation mini-batch may use per device (module docstring)."""
     stats = jax.local_devices()[0].memory_stats() or {}
     if "bytes_limit" in stats:
-        return (stats["bytes_limit"] - stats.get("bytes_in_use", 0)) // 2
+        return int(stats["bytes_limit"]) // 4
     return CPU_BUDGET
 
 
