@@ -17,7 +17,8 @@ function (``compiled_temp_bytes``: ``memory_analysis().temp_size_in_bytes``) in
 ``tests/test_llm_memory.py``: 1.35-2.65x XLA's count on the tiny preset and 1.35-1.42x at
 Qwen3-0.6B shapes (XLA fuses some of the temporaries counted here), so the rows it picks fit. ``full_logits_bytes`` is
 what the old path (logits at every position in 64-position chunks, all rows at once) needed for
-the largest buffer alone.
+the largest buffer alone. ``sample_bytes`` / ``sample_rows`` do the same for the sampled
+evaluation (the rollouts of every held-out prompt and their scoring under the reference).
 
 ``eval_rows(config, prompt_len, completion_len, n_devices, budget)``: the largest multiple of
 ``n_devices`` whose estimate fits ``budget`` bytes per device (rows are split over the devices),
@@ -58,6 +59,36 @@ def eval_bytes(config, rows: int, prompt_len: int, completion_len: int,
     return cache + layer + scores + logits
 
 
+def sample_bytes(config, prompts: int, group: int, prompt_len: int, new_tokens: int,
+                 dtype_bytes: int = F32) -> int:
+    """Estimated temporary bytes of sampling ``group`` completions of ``new_tokens`` tokens for
+    each of ``prompts`` prompts (``sampling.sample(repeat=group)``) and scoring them under the
+    reference (``grouped_completion_logprobs``): the prefill of the prompts, the KV cache of all
+    prompts x group rows, and the scoring's logits [rows, new_tokens, V] in float32, three
+    times."""
+    c = config
+    rows = prompts * group
+    prefill = eval_bytes(config, prompts, prompt_len, 1, dtype_bytes)
+    cache = (rows * c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim
+             * (prompt_len + new_tokens) * dtype_bytes)
+    return prefill + cache + 3 * rows * new_tokens * c.vocab_size * F32
+
+
+def sample_rows(config, prompt_len: int, new_tokens: int, group: int, *, n_devices: int = 1,
+                budget: int | None = None, dtype_bytes: int = F32, at_most: int | None = None) -> int:
+    """Prompts per sampled-evaluation mini-batch: as ``eval_rows``, for ``sample_bytes``."""
+    budget = device_budget() if budget is None else budget
+    per_prompt = sample_bytes(config, 1, group, prompt_len, new_tokens, dtype_bytes)
+    return _fit(per_prompt, budget, n_devices, at_most)
+
+
+def _fit(per_row: int, budget: int, n_devices: int, at_most: int | None) -> int:
+    rows = max(1, budget * n_devices // per_row) // n_devices * n_devices
+    if at_most is not None:
+        rows = min(rows, -(-at_most // n_devices) * n_devices)
+    return max(rows, n_devices)
+
+
 def full_logits_bytes(config, rows: int, chunk: int = 64) -> int:
     """The old path's [rows, chunk, V] float32 logits chunk (one buffer of several)."""
     return rows * chunk * config.vocab_size * F32
@@ -76,11 +107,8 @@ def eval_rows(config, prompt_len: int, completion_len: int, *, n_devices: int = 
     """Rows per evaluation mini-batch: the largest multiple of ``n_devices`` (at most ``at_most``
     rounded up to one) whose estimate, split over the devices, fits ``budget`` per device."""
     budget = device_budget() if budget is None else budget
-    per_row = eval_bytes(config, 1, prompt_len, completion_len, dtype_bytes)
-    rows = max(1, budget * n_devices // per_row) // n_devices * n_devices
-    if at_most is not None:
-        rows = min(rows, -(-at_most // n_devices) * n_devices)
-    return max(rows, n_devices)
+    return _fit(eval_bytes(config, 1, prompt_len, completion_len, dtype_bytes), budget, n_devices,
+                at_most)
 
 
 def compiled_temp_bytes(fn, *args, **static) -> int:

@@ -63,7 +63,7 @@ from llm_check import exact_eval
 from llm_check.grpo import (advantages, decode_completions, group_advantages,
                             make_completion_logprobs, make_grpo_step, make_reward_gradient,
                             reward_stats, rollout)
-from llm_check.memory import eval_rows
+from llm_check.memory import eval_rows, sample_rows
 from llm_check.metrics import (heldout_ce, local_ce_prediction, relative_error, tree_cos,
                                tree_sub, tree_vdot)
 from llm_check.predictions import (ce_change_prediction, coarse_kl, coarse_target, expert_share,
@@ -154,6 +154,7 @@ class Context:
     fns: Jitted
     mesh: object = None  # the cfg.mesh Mesh: batches are split over it (``shard``); None: one device
     eval_batch: int = 0  # rows per mini-batch of the held-out CE and exact log-probs (memory.py)
+    sample_batch: int = 0  # prompts per mini-batch of the sampled evaluation (memory.sample_rows)
 
     def shard(self, batch, axis: int = 0):
         """``shard(self.mesh, batch, axis)``."""
@@ -252,7 +253,11 @@ def build_context(cfg: RunConfig, seed: int, loaded=None, fns: Jitted | None = N
         rewards=task_rewards(task.answer_pattern), exact=exact, fns=fns, mesh=mesh,
         eval_batch=eval_rows(mc, held.prompt.shape[1], held.completion.shape[1],
                              n_devices=1 if mesh is None else mesh.devices.size,
-                             dtype_bytes=jnp.dtype(cfg.dtype).itemsize, at_most=len(heldout_rows)))
+                             dtype_bytes=jnp.dtype(cfg.dtype).itemsize, at_most=len(heldout_rows)),
+        sample_batch=sample_rows(mc, plen, cfg.grpo.max_new_tokens, cfg.eval_samples,
+                                 n_devices=1 if mesh is None else mesh.devices.size,
+                                 dtype_bytes=jnp.dtype(cfg.dtype).itemsize,
+                                 at_most=len(heldout_rows)))
     return ctx, params
 
 
@@ -288,15 +293,19 @@ def evaluate(ctx: Context, params, ref_params, kl_name: str, target=None, ex=Non
     key = jax.random.fold_in(jax.random.key(ctx.seed), 10_000)  # fixed across steps and stages
     strict, robust, fmt = ctx.rewards
     n = ctx.cfg.eval_samples
-    out = rollout(model, ctx.tok, ctx.eval_prompts, ctx.eval_prompt_mask, key, ctx.cfg.grpo,
-                  group_size=n)
-    texts = decode_completions(ctx.tok, out.completion, out.completion_mask)
-    greedy = rollout(model, ctx.tok, ctx.eval_prompts, ctx.eval_prompt_mask, key, ctx.cfg.grpo,
-                     group_size=1, greedy=True)
-    gtexts = decode_completions(ctx.tok, greedy.completion, greedy.completion_mask)
-    cmask = out.completion_mask
-    ref_lp, _ = ctx.fns.logp(ref_params, ctx.eval_prompts, ctx.eval_prompt_mask, out.completion)
-    kl = float(jnp.mean(jnp.sum((out.logprobs - ref_lp) * cmask, axis=-1)))
+    total, size = ctx.eval_prompts.shape[0], ctx.sample_batch
+    texts, gtexts, kls = [], [], []
+    for i in range(0, total, size):  # mini-batches of prompts (memory.sample_rows)
+        prompts, pmask = ctx.eval_prompts[i:i + size], ctx.eval_prompt_mask[i:i + size]
+        k = key if size >= total else jax.random.fold_in(key, i)
+        out = rollout(model, ctx.tok, prompts, pmask, k, ctx.cfg.grpo, group_size=n)
+        texts += decode_completions(ctx.tok, out.completion, out.completion_mask)
+        greedy = rollout(model, ctx.tok, prompts, pmask, k, ctx.cfg.grpo, group_size=1,
+                         greedy=True)
+        gtexts += decode_completions(ctx.tok, greedy.completion, greedy.completion_mask)
+        ref_lp, _ = ctx.fns.logp(ref_params, prompts, pmask, out.completion)
+        kls.append(to_host(jnp.sum((out.logprobs - ref_lp) * out.completion_mask, axis=-1)))
+    kl = float(np.mean(np.concatenate(kls), dtype=np.float64))
     ans = [a for a in ctx.eval_answers for _ in range(n)]
     reward = float(np.mean(strict(None, texts, answer=ans)))
     row.update({

@@ -106,3 +106,63 @@ def test_eval_rows_fit_the_budget_and_split_over_the_devices():
     assert 64 <= rows < 1043 and memory.eval_bytes(cfg, rows, 96, 4) <= 8 * 2**30
     print(f"CoLA dev on Qwen3-0.6B shapes: {rows} rows a mini-batch, "
           f"{memory.eval_bytes(cfg, rows, 96, 4) / 2**30:.2f} GiB estimated")
+
+
+def test_the_sampling_estimate_bounds_what_xla_allocates(model):
+    """``sample_bytes`` against XLA's temp bytes of the sampler (``sampling._sample``, G
+    completions a prompt) and of scoring its completions (``grouped_completion_logprobs``), the
+    two programs of a sampled evaluation: an upper bound of the larger, by less than 3x."""
+    from llm_check.logprobs import grouped_completion_logprobs
+    from llm_check.sampling import _sample
+
+    cfg = preset("tiny")
+    graphdef, state = nnx.split(model)
+    ratios = []
+    for prompts, group, tp, n in ((8, 4, 16, 8), (32, 2, 48, 16), (4, 16, 16, 4)):
+        ints = lambda r, t: jax.ShapeDtypeStruct((r, t), jnp.int32)  # noqa: E731
+
+        def sampler(st, p, m):
+            return _sample(graphdef, st, p, m, jax.random.key(0), 1.0, 1.0, 2, 0,
+                           max_new_tokens=n, greedy=False, use_top_p=False, repeat=group)
+
+        def score(st, p, m, c):
+            return grouped_completion_logprobs(nnx.merge(graphdef, st), p, m, c).sum()
+
+        xla = max(memory.compiled_temp_bytes(sampler, state, ints(prompts, tp), ints(prompts, tp)),
+                  memory.compiled_temp_bytes(score, state, ints(prompts, tp), ints(prompts, tp),
+                                             ints(prompts * group, n)))
+        ratios.append(memory.sample_bytes(cfg, prompts, group, tp, n) / xla)
+    print("sampling estimate / XLA:", [f"{r:.2f}" for r in ratios])
+    assert all(1.0 <= r <= 3.0 for r in ratios), ratios
+
+
+def test_the_sampled_evaluation_runs_in_mini_batches(monkeypatch):
+    """With 2 prompts a mini-batch, the 8 held-out prompts are sampled in 4 rollouts of 2 (and 4
+    greedy ones); the greedy accuracy and the CE, which no key changes, equal the one-batch
+    evaluation's."""
+    import dataclasses
+
+    from llm_check import pipeline
+    from llm_check.cli import _parser, config_from_args
+
+    cfg = config_from_args(_parser().parse_args(
+        ["run", "--seeds", "1", "--n-train", "32", "--n-heldout", "8", "--eval-samples", "2",
+         "--max-new-tokens", "2"]))
+    ctx, params = pipeline.build_context(cfg, 0)
+    assert ctx.sample_batch == 8  # the tiny model: everything fits one mini-batch
+    calls = []
+    real = pipeline.rollout
+
+    def spy(model, tok, prompts, *a, **kw):
+        calls.append(prompts.shape[0])
+        return real(model, tok, prompts, *a, **kw)
+
+    monkeypatch.setattr(pipeline, "rollout", spy)
+    whole = pipeline.evaluate(ctx, params, params, "kl")
+    assert calls == [8, 8]
+    calls.clear()
+    parts = pipeline.evaluate(dataclasses.replace(ctx, sample_batch=2), params, params, "kl")
+    assert calls == [2] * 8
+    for k in ("sft/ce_heldout", "eval/greedy_accuracy", "exact/ce"):
+        assert parts[k] == whole[k], k
+    assert abs(parts["kl"]) < 1e-5 and 0 <= parts["rl/reward"] <= 1  # policy = reference
