@@ -211,3 +211,32 @@ def test_a_checkpoint_saved_by_one_process_resumes_on_two(runs, tmp_path):
     rc, err, _ = logs["stopped"][0]
     assert rc != 0 and "stopped at RL step 3" in err, err[-3000:]
     _resumed_on_the_other_topology(out, logs, "stopped", "stopped+resumed on 2x2")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--coordinator", "localhost:1", "--num-processes", "2"], "--process-id: needed with"),
+    (["--coordinator", "localhost", "--num-processes", "2", "--process-id", "0", "--out", "o"],
+     "expected HOST:PORT"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "2", "--out", "o"],
+     r"--process-id 2: expected 0 \.\. 1"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "1"],
+     "--out: needed with several processes"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "1", "--out", "o",
+      "--process-timeout", "0"], "--process-timeout 0"),
+])
+def test_bad_process_flags_are_refused_before_jax_starts(flags, message, capsys, tmp_path,
+                                                        monkeypatch):
+    import re
+
+    from llm_check import sharding
+    from toy_models.cli import main
+
+    def never(*a, **k):
+        raise AssertionError("jax.distributed was started")
+
+    monkeypatch.setattr(sharding, "init_distributed", never)
+    monkeypatch.chdir(tmp_path)
+    assert main(["llm", "run", *flags]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1, err
+    assert os.listdir(tmp_path) == []
