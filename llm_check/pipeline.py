@@ -242,6 +242,9 @@ def build_context(cfg: RunConfig, seed: int, loaded=None, fns: Jitted | None = N
 
         mesh = make_mesh(cfg.mesh)
         ep, em = shard(mesh, (ep, em))
+    # evaluation mini-batches: what fits each device's memory budget (memory.py)
+    fit = dict(n_devices=1 if mesh is None else mesh.devices.size,
+               dtype_bytes=jnp.dtype(cfg.dtype).itemsize, at_most=len(heldout_rows))
     ctx = Context(
         cfg=cfg, seed=seed, tok=tok, task=task, model_config=mc, graphdef=graphdef, rest=rest,
         train=data_mod.encode_examples(tok, task.train),
@@ -251,13 +254,8 @@ def build_context(cfg: RunConfig, seed: int, loaded=None, fns: Jitted | None = N
         eval_prompts=ep, eval_prompt_mask=em, eval_answers=[ex.answer for ex in heldout_rows],
         heldout=tuple(shard(mesh, held.arrays())),
         rewards=task_rewards(task.answer_pattern), exact=exact, fns=fns, mesh=mesh,
-        eval_batch=eval_rows(mc, held.prompt.shape[1], held.completion.shape[1],
-                             n_devices=1 if mesh is None else mesh.devices.size,
-                             dtype_bytes=jnp.dtype(cfg.dtype).itemsize, at_most=len(heldout_rows)),
-        sample_batch=sample_rows(mc, plen, cfg.grpo.max_new_tokens, cfg.eval_samples,
-                                 n_devices=1 if mesh is None else mesh.devices.size,
-                                 dtype_bytes=jnp.dtype(cfg.dtype).itemsize,
-                                 at_most=len(heldout_rows)))
+        eval_batch=eval_rows(mc, held.prompt.shape[1], held.completion.shape[1], **fit),
+        sample_batch=sample_rows(mc, plen, cfg.grpo.max_new_tokens, cfg.eval_samples, **fit))
     return ctx, params
 
 
