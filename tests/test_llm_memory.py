@@ -166,3 +166,17 @@ def test_the_sampled_evaluation_runs_in_mini_batches(monkeypatch):
     for k in ("sft/ce_heldout", "eval/greedy_accuracy", "exact/ce"):
         assert parts[k] == whole[k], k
     assert abs(parts["kl"]) < 1e-5 and 0 <= parts["rl/reward"] <= 1  # policy = reference
+
+
+def test_the_memory_command_prints_the_estimate_beside_xla(capsys):
+    """``python -m llm_check.memory`` on the tiny preset: the estimate, XLA's count and their
+    ratio as ``eval_bytes`` and ``xla_eval_bytes`` give them, and the rows a budget allows."""
+    cfg = preset("tiny")
+    assert memory.main(["--preset", "tiny", "--rows", "16", "--prompt-len", "24",
+                        "--completion-len", "3", "--budget-gib", "0.01", "--total-rows", "100"]) == 0
+    out = capsys.readouterr().out
+    est = memory.eval_bytes(cfg, 16, 24, 3)
+    xla = memory.xla_eval_bytes(cfg, 16, 24, 3)
+    assert f"estimate / XLA {est / xla['temp']:.2f}" in out, out
+    rows = memory.eval_rows(cfg, 24, 3, budget=int(0.01 * 2**30), at_most=100)
+    assert 1 <= rows <= 100 and f"{rows} rows a mini-batch" in out, out
