@@ -376,7 +376,9 @@ def _check_processes(a) -> bool:
     host, _, port = a.coordinator.rpartition(":")
     if not host or not port.isdigit():
         raise InputError(f"setting --coordinator {a.coordinator!r}: expected HOST:PORT")
-    if a.num_processes < 1 or not 0 <= a.process_id < a.num_processes:
+    if a.num_processes < 1:
+        raise InputError(f"setting --num-processes {a.num_processes}: must be >= 1")
+    if not 0 <= a.process_id < a.num_processes:
         raise InputError(f"setting --process-id {a.process_id}: expected 0 .. "
                          f"{a.num_processes - 1} (--num-processes {a.num_processes})")
     if a.out is None:

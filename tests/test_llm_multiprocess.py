@@ -219,6 +219,8 @@ def test_a_checkpoint_saved_by_one_process_resumes_on_two(runs, tmp_path):
      "expected HOST:PORT"),
     (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "2", "--out", "o"],
      r"--process-id 2: expected 0 \.\. 1"),
+    (["--coordinator", "localhost:1", "--num-processes", "0", "--process-id", "0", "--out", "o"],
+     "--num-processes 0: must be >= 1"),
     (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "1"],
      "--out: needed with several processes"),
     (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "1", "--out", "o",

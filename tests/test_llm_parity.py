@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 from flax import nnx
