@@ -247,15 +247,74 @@ def _block(tree):
     return tree
 
 
-def device_bench(preset_name: str = "tiny", *, dtype: str | None = None, attention: str = "auto",
-                 scan_layers: bool | None = None, repeats: int = 3, seed: int = 0,
-                 **shape_overrides) -> dict:
-    """SFT step, rollout and GRPO step of ``preset_name`` on ``jax.devices()[0]``, random weights
-    and tokens (speed does not depend on them). Shapes: ``DEVICE_PRESETS`` overridden by
-    ``shape_overrides`` (batch, seq, prompts, group, prompt_len, new_tokens)."""
+def _auto_attention(on_gpu: bool, dtype: str) -> list[str]:
+    """The attention implementations "auto" tries, in order: cuDNN flash attention on a GPU in
+    bf16 (cuDNN needs 16-bit inputs), then JAX's dot_product; einsum elsewhere."""
+    return ["cudnn", "dot_product"] if on_gpu and dtype == "bf16" else ["einsum"]
+
+
+def _grpo_bench(cfg, graphdef, params, shapes, rng, seed, repeats, peak) -> dict:
+    """Rollout (KV-cache sampling), reference log-probs and one clipped GRPO update, timed."""
     from llm_check import grpo
     from llm_check.run_config import GRPOConfig
 
+    model = nnx.merge(graphdef, params)
+    gcfg = GRPOConfig(group_size=shapes["group"], prompts_per_step=shapes["prompts"],
+                      max_new_tokens=shapes["new_tokens"])
+    n, p, m = shapes["prompts"] * shapes["group"], shapes["prompt_len"], shapes["new_tokens"]
+    prompts = rng.integers(1, cfg.vocab_size, (shapes["prompts"], p)).astype(np.int32)
+    p_mask = np.ones_like(prompts)
+
+    def rollout():  # as grpo.rollout: one prefill per prompt, G completions; eos_id=-1: no early
+        # stop, so every row generates m tokens
+        return _block(sample(model, prompts, p_mask, jax.random.key(seed), max_new_tokens=m,
+                             temperature=gcfg.temperature, eos_id=-1, pad_id=0,
+                             repeat=shapes["group"]))
+
+    t0 = time.perf_counter()
+    out = rollout()
+    first = time.perf_counter() - t0
+    roll_s = _median_time(rollout, repeats)
+    batch = (jnp.asarray(prompts), jnp.asarray(p_mask), out.completion)  # one prompt pass a group
+    cmask = jnp.asarray(out.completion_mask)
+
+    lp_fn = grpo.make_completion_logprobs(graphdef, nnx.State({}))
+    lp_c, lp_compile = _timed_compile(lp_fn, params, *batch)
+    ref_lp = _block(lp_c(params, *batch))[0]
+    lp_s = _median_time(lambda: _block(lp_c(params, *batch)), repeats)
+
+    rewards = jnp.asarray(rng.integers(0, 2, n), jnp.float32)
+    adv = grpo.group_advantages(rewards.reshape(-1, shapes["group"]), baseline="loo",
+                                std_normalize=False).reshape(-1)
+    tx = optax.adamw(1e-6)
+    gstep = grpo.make_grpo_step(graphdef, nnx.State({}), tx, gcfg)
+    g_opt = tx.init(params)
+    g_args = (params, g_opt, *batch, cmask, None, ref_lp, adv, jnp.float32(gcfg.beta))
+    g_c, g_compile = _timed_compile(gstep.jitted, *g_args)
+    upd = lambda: _block(g_c(*g_args))  # noqa: E731  (not donated: the same inputs every time)
+    upd()
+    upd_s = _median_time(upd, repeats)
+    seq_len = p + m
+    g_flops = train_flops_per_token(cfg, seq_len) * n * seq_len
+    return {
+        "rollouts": n, "rollout_s": roll_s, "rollout_tokens_per_s": n * m / roll_s,
+        "rollout_compile_s": first - roll_s,  # first call (compiles prefill + decode) - steady
+        "ref_logprobs_s": lp_s, "ref_logprobs_compile_s": lp_compile,
+        "update_s": upd_s, "update_compile_s": g_compile,
+        "update_tokens_per_s": n * seq_len / upd_s, "update_model_flops": g_flops,
+        "update_mfu": g_flops / upd_s / peak if peak else None,
+        "step_s": roll_s + lp_s + upd_s, "tokens_per_s": n * seq_len / (roll_s + lp_s + upd_s),
+        "compile_s": first - roll_s + lp_compile + g_compile,
+    }
+
+
+def device_bench(preset_name: str = "tiny", *, dtype: str | None = None, attention: str = "auto",
+                 scan_layers: bool | None = None, repeats: int = 3, seed: int = 0,
+                 grpo_step: bool = True, **shape_overrides) -> dict:
+    """SFT step, rollout and GRPO step of ``preset_name`` on ``jax.devices()[0]``, random weights
+    and tokens (speed does not depend on them). Shapes: ``DEVICE_PRESETS`` overridden by
+    ``shape_overrides`` (batch, seq, prompts, group, prompt_len, new_tokens). With
+    ``grpo_step=False`` only the SFT step is measured (``res["grpo"]`` is None)."""
     if preset_name not in DEVICE_PRESETS:
         raise InputError(f"--preset {preset_name!r}: choose one of {', '.join(DEVICE_PRESETS)}")
     shapes = dict(DEVICE_PRESETS[preset_name])
@@ -282,8 +341,7 @@ def device_bench(preset_name: str = "tiny", *, dtype: str | None = None, attenti
     b, t = shapes["batch"], shapes["seq"]
     ids = jnp.asarray(rng.integers(0, cfg.vocab_size, (b, t)), jnp.int32)
     mask = jnp.ones((b, t), jnp.int32)
-    candidates = ([attention] if attention != "auto" else
-                  ["cudnn", "dot_product"] if on_gpu and dtype == "bf16" else ["einsum"])
+    candidates = [attention] if attention != "auto" else _auto_attention(on_gpu, dtype)
     errors = []
     for att in candidates:  # "auto" on a GPU: cuDNN flash attention if it compiles here
         try:
@@ -310,56 +368,22 @@ def device_bench(preset_name: str = "tiny", *, dtype: str | None = None, attenti
     res["sft"] = {"compile_s": compile_s, "step_s": sft_s, "tokens_per_s": b * t / sft_s,
                   "model_flops": flops, "mfu": flops / sft_s / peak if peak else None}
     res["sft"]["peak_memory_bytes"], res["memory_kind"] = peak_memory()
+    res["grpo"] = None
+    if not grpo_step:
+        return res
 
-    # -- GRPO: rollout (KV-cache sampling), reference log-probs, one clipped update
-    model = nnx.merge(graphdef, state[0])
-    gcfg = GRPOConfig(group_size=shapes["group"], prompts_per_step=shapes["prompts"],
-                      max_new_tokens=shapes["new_tokens"])
-    n, p, m = shapes["prompts"] * shapes["group"], shapes["prompt_len"], shapes["new_tokens"]
-    prompts = rng.integers(1, cfg.vocab_size, (shapes["prompts"], p)).astype(np.int32)
-    p_mask = np.ones_like(prompts)
-
-    def rollout():  # as grpo.rollout: one prefill per prompt, G completions; eos_id=-1: no early
-        # stop, so every row generates m tokens
-        return _block(sample(model, prompts, p_mask, jax.random.key(seed), max_new_tokens=m,
-                             temperature=gcfg.temperature, eos_id=-1, pad_id=0,
-                             repeat=shapes["group"]))
-
-    t0 = time.perf_counter()
-    out = rollout()
-    first = time.perf_counter() - t0
-    roll_s = _median_time(rollout, repeats)
-    batch = (jnp.asarray(prompts), jnp.asarray(p_mask), out.completion)  # one prompt pass a group
-    cmask = jnp.asarray(out.completion_mask)
-
-    lp_fn = grpo.make_completion_logprobs(graphdef, nnx.State({}))
-    lp_c, lp_compile = _timed_compile(lp_fn, state[0], *batch)
-    ref_lp = _block(lp_c(state[0], *batch))[0]
-    lp_s = _median_time(lambda: _block(lp_c(state[0], *batch)), repeats)
-
-    rewards = jnp.asarray(rng.integers(0, 2, n), jnp.float32)
-    adv = grpo.group_advantages(rewards.reshape(-1, shapes["group"]), baseline="loo",
-                                std_normalize=False).reshape(-1)
-    tx = optax.adamw(1e-6)
-    gstep = grpo.make_grpo_step(graphdef, nnx.State({}), tx, gcfg)
-    g_opt = tx.init(state[0])
-    g_args = (state[0], g_opt, *batch, cmask, None, ref_lp, adv, jnp.float32(gcfg.beta))
-    g_c, g_compile = _timed_compile(gstep.jitted, *g_args)
-    upd = lambda: _block(g_c(*g_args))  # noqa: E731  (not donated: the same inputs every time)
-    upd()
-    upd_s = _median_time(upd, repeats)
-    seq_len = p + m
-    g_flops = train_flops_per_token(cfg, seq_len) * n * seq_len
-    res["grpo"] = {
-        "rollouts": n, "rollout_s": roll_s, "rollout_tokens_per_s": n * m / roll_s,
-        "rollout_compile_s": first - roll_s,  # first call (compiles prefill + decode) - steady
-        "ref_logprobs_s": lp_s, "ref_logprobs_compile_s": lp_compile,
-        "update_s": upd_s, "update_compile_s": g_compile,
-        "update_tokens_per_s": n * seq_len / upd_s, "update_model_flops": g_flops,
-        "update_mfu": g_flops / upd_s / peak if peak else None,
-        "step_s": roll_s + lp_s + upd_s, "tokens_per_s": n * seq_len / (roll_s + lp_s + upd_s),
-        "compile_s": first - roll_s + lp_compile + g_compile,
-    }
+    # -- GRPO; under "auto", a cuDNN kernel that fails in decoding falls back to dot_product too
+    try:
+        res["grpo"] = _grpo_bench(cfg, graphdef, state[0], shapes, rng, seed, repeats, peak)
+    except Exception as e:  # noqa: BLE001
+        if attention != "auto" or att != "cudnn":
+            raise
+        res["grpo_attention_fallback"] = f"cudnn: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        graphdef = nnx.split(nnx.eval_shape(lambda: Qwen3(cfg, rngs=nnx.Rngs(0),
+                                                          attention="dot_product", **kw)),
+                             nnx.Param)[0]
+        res["grpo"] = _grpo_bench(cfg, graphdef, state[0], shapes, rng, seed, repeats, peak)
+        res["grpo"]["attention"] = "dot_product"
     res["grpo"]["peak_memory_bytes"], _ = peak_memory()
     return res
 
@@ -376,10 +400,16 @@ def print_device_bench(r: dict) -> None:
     for e in r.get("attention_fallback", []):
         print(f"  (attention fallback: {e})")
     s, g = r["sft"], r["grpo"]
+    if r.get("grpo_attention_fallback"):
+        print(f"  (GRPO attention fallback to dot_product: {r['grpo_attention_fallback']})")
     gib = 2.0 ** 30
     print(f"SFT step   [{r['batch']} x {r['seq']}]: {s['step_s'] * 1e3:9.1f} ms  "
           f"{s['tokens_per_s']:10.0f} tokens/s  MFU {_pct(s['mfu'])}  "
           f"compile {s['compile_s']:.1f} s  peak memory {s['peak_memory_bytes'] / gib:.2f} GiB")
+    if g is None:
+        print(f"(peak memory: {r['memory_kind']}; MFU: model FLOPs 6N + 12LHdT per token over the "
+              "bf16 peak)")
+        return
     print(f"GRPO step  [{g['rollouts']} rollouts x ({r['prompt_len']}+{r['new_tokens']})]: "
           f"{g['step_s'] * 1e3:9.1f} ms  {g['tokens_per_s']:10.0f} tokens/s  "
           f"compile {g['compile_s']:.1f} s  peak memory {g['peak_memory_bytes'] / gib:.2f} GiB")
@@ -413,13 +443,14 @@ def main(argv=None) -> int:
                      help="auto: on for a GPU, off elsewhere")
     for name in ("prompts", "group", "prompt-len"):
         dev.add_argument(f"--{name}", type=int)
+    dev.add_argument("--sft-only", action="store_true", help="measure the SFT step alone")
     a = ap.parse_args(argv)
     if a.preset:
         shapes = {k: getattr(a, k) for k in ("batch", "seq", "prompts", "group", "prompt_len",
                                              "new_tokens")}
         r = device_bench(a.preset, dtype=a.dtype, attention=a.attention,
                          scan_layers=None if a.scan_layers == "auto" else a.scan_layers == "on",
-                         repeats=a.repeats, **shapes)
+                         repeats=a.repeats, grpo_step=not a.sft_only, **shapes)
         if a.json:
             print(json.dumps(r, indent=2))
         else:

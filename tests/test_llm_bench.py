@@ -53,10 +53,18 @@ def test_device_bench_on_cpu_at_tiny_size(capsys, monkeypatch):
                        "--prompts", "2", "--group", "2", "--prompt-len", "4", "--new-tokens", "3",
                        "--scan-layers", "on", "--attention", "dot_product"]) == 0
     assert seen == dict(name="tiny", dtype=None, attention="dot_product", scan_layers=True,
-                        repeats=1, batch=2, seq=16, prompts=2, group=2, prompt_len=4, new_tokens=3)
+                        repeats=1, batch=2, seq=16, prompts=2, group=2, prompt_len=4, new_tokens=3,
+                        grpo_step=True)
     out = capsys.readouterr().out
     assert "MFU n/a" in out and "rollout tokens/s" in out and "process max RSS" in out
     assert f"{s['tokens_per_s']:10.0f} tokens/s" in out and "compile" in out
+
+
+def test_device_bench_can_measure_the_sft_step_alone(capsys):
+    assert bench.main(["--preset", "tiny", "--repeats", "1", "--batch", "2", "--seq", "8",
+                       "--sft-only"]) == 0
+    out = capsys.readouterr().out
+    assert "SFT step   [2 x 8]" in out and "GRPO" not in out and "rollout" not in out
 
 
 def test_device_bench_rejects_unknown_presets_and_shapes():
@@ -64,3 +72,32 @@ def test_device_bench_rejects_unknown_presets_and_shapes():
         bench.device_bench("qwen3-7b")
     with pytest.raises(InputError, match="unknown shape 'width'"):
         bench.device_bench("tiny", width=3)
+
+
+def test_auto_attention_falls_back_to_dot_product_when_cudnn_fails_in_the_grpo_part(monkeypatch):
+    """On a GPU, "auto" picks cuDNN for the SFT step; if the GRPO part (decoding with one query
+    row, say) then fails, it is measured again with dot_product, and the report says so."""
+    real_step, real_grpo = bench.jax_train_step, bench._grpo_bench
+    seen = []
+
+    def step_as_if_cudnn(cfg, attention="einsum", **kw):  # CPU has no cuDNN: einsum in its place
+        return real_step(cfg, attention="einsum" if attention == "cudnn" else attention, **kw)
+
+    def grpo_failing_once(cfg, graphdef, *args):
+        seen.append(graphdef)
+        if len(seen) == 1:
+            raise RuntimeError("cuDNN: unsupported shape\nmore detail")
+        return real_grpo(cfg, graphdef, *args)
+
+    monkeypatch.setattr(bench, "jax_train_step", step_as_if_cudnn)
+    monkeypatch.setattr(bench, "_grpo_bench", grpo_failing_once)
+    monkeypatch.setattr(bench, "_auto_attention", lambda on_gpu, dtype: ["cudnn", "dot_product"])
+    r = bench.device_bench("tiny", repeats=1, batch=2, seq=8, prompts=2, group=2, prompt_len=4,
+                           new_tokens=2)
+    assert r["attention"] == "cudnn" and r["grpo"]["attention"] == "dot_product"
+    assert r["grpo_attention_fallback"] == "cudnn: RuntimeError: cuDNN: unsupported shape"
+    assert len(seen) == 2 and "dot_product" in repr(seen[1]) and "dot_product" not in repr(seen[0])
+    seen.clear()
+    with pytest.raises(RuntimeError, match="unsupported shape"):  # an explicit choice is kept
+        bench.device_bench("tiny", attention="einsum", repeats=1, batch=2, seq=8, prompts=2,
+                           group=2, prompt_len=4, new_tokens=2)

@@ -1,0 +1,127 @@
+"""On an NVIDIA GPU only (``pytest -m gpu``; skipped elsewhere): cuDNN attention against the einsum
+path, and float32 on the GPU against the CPU.
+
+Run by ``scripts/gpu_check.sh`` on a lent GPU; the figures are in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from llm_check.config import preset
+from llm_check.logprobs import token_logprobs
+from llm_check.model import Qwen3, default_positions
+
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("f32"),
+              pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU")]
+
+# cuDNN's shapes: head_dim a multiple of 8 (here Qwen3-0.6B's 128), GQA ratio 2 as in Qwen3-0.6B,
+# an even sequence length (cuDNN's rule for a bias in training)
+CFG = dataclasses.replace(preset("tiny"), vocab_size=512, hidden_size=256, intermediate_size=512,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=128,
+                          num_hidden_layers=3)
+T = 16
+
+
+def rows(seed=1):
+    """Left-padded rows and one right-padded row."""
+    ids = jax.random.randint(jax.random.key(seed), (4, T), 0, CFG.vocab_size, dtype=jnp.int32)
+    mask = np.ones((4, T), np.int32)
+    mask[1, :3] = 0
+    mask[2, :8] = 0
+    mask[3, 12:] = 0
+    return ids, jnp.asarray(mask)
+
+
+def model(attention, dtype=jnp.bfloat16, scan=False):
+    return Qwen3(CFG, rngs=nnx.Rngs(0), init_std=0.3, dtype=dtype, attention=attention,
+                 scan_layers=scan)
+
+
+@nnx.jit
+def forward(m, ids, mask):
+    return m(ids, attention_mask=mask)
+
+
+def ce(m, ids, mask):
+    lp = token_logprobs(m, ids, mask)
+    return -(lp * mask[:, 1:]).sum() / mask[:, 1:].sum()
+
+
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scan"])
+def test_cudnn_attention_matches_the_einsum_path_in_bf16(scan):
+    ids, mask = rows()
+    ref = np.asarray(forward(model("einsum", scan=scan), ids, mask))
+    out = np.asarray(forward(model("cudnn", scan=scan), ids, mask))
+    real = np.asarray(mask).astype(bool)
+    assert np.isfinite(out[real]).all()
+    err = np.abs(out - ref)[real].max() / np.abs(ref[real]).max()
+    print(f"cudnn vs einsum, bf16 logits at real tokens: max |diff| / max |logit| = {err:.2e}")
+    assert err < 0.02  # the CPU bf16 test's bound for dot_product vs einsum (test_llm_model.py)
+
+
+def test_cudnn_attention_decodes_through_the_kv_cache_like_the_einsum_path():
+    ids, mask = rows(seed=2)
+    p = 8
+    mask = mask.at[:, p - 1].set(1)
+    key_mask = jnp.concatenate([mask[:, :p], jnp.ones((4, T - p), jnp.int32)], axis=1)
+    pos = default_positions(mask)
+
+    def decode(m):
+        @nnx.jit
+        def step(m, tok, q_pos, cache, slot):
+            h, cache = m.forward_cached(tok, q_pos, key_mask, cache, slot)
+            return m.logits(h), cache
+
+        logits, cache = step(m, ids[:, :p], pos[:, :p], m.init_cache(4, T), 0)
+        out = [logits[:, -1]]
+        for i in range(p, T):  # one query against the cache: cuDNN's non-training shape
+            logits, cache = step(m, ids[:, i:i + 1], pos[:, i:i + 1], cache, i)
+            out.append(logits[:, -1])
+        return np.asarray(jnp.stack(out, 1))
+
+    ref, out = decode(model("einsum")), decode(model("cudnn"))
+    assert np.isfinite(out).all()
+    err = np.abs(out - ref).max() / np.abs(ref).max()
+    print(f"cudnn vs einsum, bf16 KV-cache decode: max |diff| / max |logit| = {err:.2e}")
+    assert err < 0.02
+
+
+def test_cudnn_attention_gradients_match_the_einsum_path_in_bf16():
+    ids, mask = rows(seed=3)
+    grad = nnx.jit(nnx.value_and_grad(ce))
+    l_ref, g_ref = grad(model("einsum"), ids, mask)
+    l_out, g_out = grad(model("cudnn"), ids, mask)
+    flat = lambda g: np.concatenate([np.ravel(x) for x in jax.tree.leaves(g)])  # noqa: E731
+    a, b = flat(g_ref).astype(np.float64), flat(g_out).astype(np.float64)
+    cos = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    rel = abs(float(l_out) - float(l_ref)) / abs(float(l_ref))
+    print(f"cudnn vs einsum, bf16 loss rel diff {rel:.2e}, gradient cosine {cos:.6f}")
+    assert rel < 0.01 and cos > 0.99
+
+
+def test_float32_on_the_gpu_against_the_cpu():
+    """XLA's default float32 matmul precision on the GPU, and "highest", against the CPU."""
+    cfg = preset("tiny")
+    m = Qwen3(cfg, rngs=nnx.Rngs(0), init_std=0.3)
+    ids = jax.random.randint(jax.random.key(4), (4, 32), 0, cfg.vocab_size, dtype=jnp.int32)
+    mask = jnp.ones_like(ids)
+    cpu = jax.devices("cpu")[0]
+    graphdef, state = nnx.split(m)
+    with jax.default_device(cpu):
+        ref = np.asarray(forward(nnx.merge(graphdef, jax.device_put(state, cpu)),
+                                 jax.device_put(ids, cpu), jax.device_put(mask, cpu)))
+    scale = np.abs(ref).max()
+    default = np.abs(np.asarray(forward(m, ids, mask)) - ref).max() / scale
+    with jax.default_matmul_precision("highest"):
+        highest = np.abs(np.asarray(forward(m, ids, mask)) - ref).max() / scale
+    print(f"float32 GPU vs CPU logits, max |diff| / max |logit|: default precision {default:.2e}, "
+          f"highest {highest:.2e}")
+    assert highest < 1e-5  # float32 arithmetic in another order
+    assert default < 1e-2  # at worst TF32 operands (10-bit mantissa)
