@@ -294,16 +294,19 @@ def _grpo_bench(cfg, graphdef, params, shapes, rng, seed, repeats, peak) -> dict
     upd = lambda: _block(g_c(*g_args))  # noqa: E731  (not donated: the same inputs every time)
     upd()
     upd_s = _median_time(upd, repeats)
-    seq_len = p + m
-    g_flops = train_flops_per_token(cfg, seq_len) * n * seq_len
+    # tokens the update runs: each group's prompt once (shared by its G rows, forward and backward)
+    # and every completion token; counting the prompt G times would overstate MFU (by 1.8x here)
+    tokens = shapes["prompts"] * p + n * m
+    g_flops = (train_flops_per_token(cfg, p) * shapes["prompts"] * p
+               + train_flops_per_token(cfg, p + m) * n * m)
     return {
         "rollouts": n, "rollout_s": roll_s, "rollout_tokens_per_s": n * m / roll_s,
         "rollout_compile_s": first - roll_s,  # first call (compiles prefill + decode) - steady
         "ref_logprobs_s": lp_s, "ref_logprobs_compile_s": lp_compile,
         "update_s": upd_s, "update_compile_s": g_compile,
-        "update_tokens_per_s": n * seq_len / upd_s, "update_model_flops": g_flops,
+        "update_tokens": tokens, "update_tokens_per_s": tokens / upd_s, "update_model_flops": g_flops,
         "update_mfu": g_flops / upd_s / peak if peak else None,
-        "step_s": roll_s + lp_s + upd_s, "tokens_per_s": n * seq_len / (roll_s + lp_s + upd_s),
+        "step_s": roll_s + lp_s + upd_s, "tokens_per_s": tokens / (roll_s + lp_s + upd_s),
         "compile_s": first - roll_s + lp_compile + g_compile,
     }
 
