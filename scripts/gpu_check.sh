@@ -4,7 +4,7 @@
 #   1. versions and the device;
 #   2. a tiny device_bench (does the code import and run with this machine's jax and flax?);
 #   3. python -m llm_check.bench --preset $PRESET: SFT and GRPO steps (bf16, layer scan, attention
-#      auto = cuDNN falling back to dot_product);
+#      auto = dot_product on a GPU);
 #   4. the gpu-marked tests (cuDNN attention against einsum; float32 on the GPU against the CPU);
 #   5. the SFT step alone: layer scan off (compile time), einsum and dot_product attention, and a
 #      larger batch (MFU).

@@ -1,5 +1,6 @@
 """On an NVIDIA GPU only (``pytest -m gpu``; skipped elsewhere): cuDNN attention against the einsum
-path, and float32 on the GPU against the CPU.
+path (forward and KV-cache decoding agree; gradients do not, a known failure), and float32 on the
+GPU against the CPU (XLA's default float32 matmuls on the GPU use TF32).
 
 Run by ``scripts/gpu_check.sh`` on a lent GPU; the figures are in docs/benchmarks.md.
 """
@@ -63,7 +64,7 @@ def test_cudnn_attention_matches_the_einsum_path_in_bf16(scan):
     assert np.isfinite(out[real]).all()
     err = np.abs(out - ref)[real].max() / np.abs(ref[real]).max()
     print(f"cudnn vs einsum, bf16 logits at real tokens: max |diff| / max |logit| = {err:.2e}")
-    assert err < 0.02  # the CPU bf16 test's bound for dot_product vs einsum (test_llm_model.py)
+    assert err < 0.02  # measured 1.5e-2 on an H200; the CPU bf16 bound of test_llm_model.py
 
 
 def test_cudnn_attention_decodes_through_the_kv_cache_like_the_einsum_path():
@@ -90,20 +91,34 @@ def test_cudnn_attention_decodes_through_the_kv_cache_like_the_einsum_path():
     assert np.isfinite(out).all()
     err = np.abs(out - ref).max() / np.abs(ref).max()
     print(f"cudnn vs einsum, bf16 KV-cache decode: max |diff| / max |logit| = {err:.2e}")
-    assert err < 0.02
+    assert err < 0.02  # measured 1.7e-2 on an H200
 
 
-def test_cudnn_attention_gradients_match_the_einsum_path_in_bf16():
+@pytest.mark.xfail(strict=True, reason=(
+    "on an H200 with jax 0.11.2 the cuDNN path's gradients were wrong: cosine 0.036 (init_std 0.02) "
+    "and 0.097 (0.3) to the float32 gradient, where bf16 einsum gave 0.99995 and 0.9995; the "
+    "forward matched (docs/log.md). Strict: a JAX that fixes it fails here, so auto can use cuDNN"))
+@pytest.mark.parametrize("init_std", [0.02, 0.3])
+def test_cudnn_attention_gradients_in_bf16_are_as_close_to_float32_as_the_einsum_path(init_std):
+    """The reference is the float32 einsum gradient; bf16 cuDNN must be about as close to it as
+    bf16 einsum (init_std 0.3 saturates the softmax, where bf16 rounding itself moves gradients)."""
     ids, mask = rows(seed=3)
     grad = nnx.jit(nnx.value_and_grad(ce))
-    l_ref, g_ref = grad(model("einsum"), ids, mask)
-    l_out, g_out = grad(model("cudnn"), ids, mask)
-    flat = lambda g: np.concatenate([np.ravel(x) for x in jax.tree.leaves(g)])  # noqa: E731
-    a, b = flat(g_ref).astype(np.float64), flat(g_out).astype(np.float64)
-    cos = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
-    rel = abs(float(l_out) - float(l_ref)) / abs(float(l_ref))
-    print(f"cudnn vs einsum, bf16 loss rel diff {rel:.2e}, gradient cosine {cos:.6f}")
-    assert rel < 0.01 and cos > 0.99
+
+    def g(attention, dtype):
+        m = Qwen3(CFG, rngs=nnx.Rngs(0), init_std=init_std, dtype=dtype, attention=attention)
+        loss, gr = grad(m, ids, mask)
+        return float(loss), np.concatenate([np.ravel(x) for x in jax.tree.leaves(gr)]).astype(np.float64)
+
+    cos = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)  # noqa: E731
+    l32, g32 = g("einsum", jnp.float32)
+    le, ge = g("einsum", jnp.bfloat16)
+    lc, gc = g("cudnn", jnp.bfloat16)
+    print(f"init_std {init_std}: gradient cosine to float32 einsum: bf16 einsum {cos(ge, g32):.6f}, "
+          f"bf16 cudnn {cos(gc, g32):.6f}, cudnn to einsum {cos(gc, ge):.6f}; loss rel diff to f32: "
+          f"einsum {abs(le - l32) / abs(l32):.2e}, cudnn {abs(lc - l32) / abs(l32):.2e}")
+    assert abs(lc - l32) / abs(l32) < 0.01
+    assert cos(gc, g32) > cos(ge, g32) - 0.01
 
 
 def test_float32_on_the_gpu_against_the_cpu():
@@ -123,5 +138,7 @@ def test_float32_on_the_gpu_against_the_cpu():
         highest = np.abs(np.asarray(forward(m, ids, mask)) - ref).max() / scale
     print(f"float32 GPU vs CPU logits, max |diff| / max |logit|: default precision {default:.2e}, "
           f"highest {highest:.2e}")
-    assert highest < 1e-5  # float32 arithmetic in another order
-    assert default < 1e-2  # at worst TF32 operands (10-bit mantissa)
+    # measured on an H200 (jax 0.11.2): default 1.93e-3 (TF32 operands, 10-bit mantissa),
+    # highest 9.5e-7 (float32 in another order)
+    assert highest < 1e-5
+    assert 5e-4 < default < 5e-3
