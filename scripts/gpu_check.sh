@@ -6,7 +6,8 @@
 #   3. python -m llm_check.bench --preset $PRESET: SFT and GRPO steps (bf16, layer scan, attention
 #      auto = dot_product on a GPU);
 #   4. the gpu-marked tests (cuDNN attention against einsum; float32 on the GPU against the CPU);
-#   5. the SFT step alone: layer scan off (compile time), einsum and dot_product attention, and a
+#   5. the SFT step alone: layer scan off (compile time and speed), einsum attention, cuDNN
+#      attention (speed only: its gradients were wrong on an H200, docs/benchmarks.md), and a
 #      larger batch (MFU).
 # Usage: scripts/gpu_check.sh OUTDIR. Run from the repository root, with jax[cuda] installed. If
 # the installed flax or optax fails step 2, wheels in .whl/ (if any) are installed to a temporary
@@ -64,7 +65,7 @@ step gpu-tests 150 "$out/gpu_tests.txt" "$py" -m pytest -n 0 -q -s -m gpu tests/
 tail -n 12 "$out/gpu_tests.txt"
 # shellcheck disable=SC2086  # $big is a list of flags
 step sft-variants 200 "$out/sft_variants.txt" bash -c "
-  for v in '--scan-layers off' '--attention einsum' '--attention dot_product' '$big'; do
+  for v in '--scan-layers off' '--attention einsum' '--attention cudnn' '$big'; do
     echo \"## \$v\"; $py -m llm_check.bench --preset $preset --sft-only \$v || echo \"## failed: \$v\"
   done"
 cat "$out/sft_variants.txt"
