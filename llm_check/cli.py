@@ -45,6 +45,21 @@ def _floats(text: str) -> tuple[float, ...]:
         raise InputError(f"setting --lrs {text!r}: expected comma-separated numbers") from None
 
 
+def _add_process_flags(p: argparse.ArgumentParser) -> None:
+    """--coordinator, --num-processes, --process-id, --process-timeout (``jax.distributed``)."""
+    mp = p.add_argument_group(
+        "several processes", "jax.distributed: start the same command once per process (host), "
+        "each with its own --process-id; all of them must see the same files (a shared filesystem)")
+    mp.add_argument("--coordinator", default=None, help="HOST:PORT where process 0 serves "
+                    "the coordination service (every process passes the same)")
+    mp.add_argument("--num-processes", type=int, default=None, help="how many processes")
+    mp.add_argument("--process-id", type=int, default=None, help="this process, 0 .. N-1 "
+                    "(process 0 writes the files and prints the results)")
+    mp.add_argument("--process-timeout", type=int, default=100, help="seconds: how long to wait "
+                    "for every process to join, and how long a silent (dead) process may stay "
+                    "silent before JAX stops every other process with an error naming it")
+
+
 def _add_common(p: argparse.ArgumentParser, single_eps: bool = True) -> dict:
     """The data, model and sampling flags every subcommand shares; returns the argument groups."""
     d = _defaults()
@@ -248,17 +263,7 @@ def _parser(config=None) -> argparse.ArgumentParser:
                    "tensorboard, wandb (comma-separated; the [track] extra; WANDB_MODE=offline "
                    "works without a network)")
 
-    mp = run.add_argument_group(
-        "several processes", "jax.distributed: start the same command once per process (host), "
-        "each with its own --process-id; all of them must see --out (a shared filesystem)")
-    mp.add_argument("--coordinator", default=None, help="HOST:PORT where process 0 serves "
-                    "the coordination service (every process passes the same)")
-    mp.add_argument("--num-processes", type=int, default=None, help="how many processes")
-    mp.add_argument("--process-id", type=int, default=None, help="this process, 0 .. N-1 "
-                    "(process 0 writes the files)")
-    mp.add_argument("--process-timeout", type=int, default=100, help="seconds: how long to wait "
-                    "for every process to join, and how long a silent (dead) process may stay "
-                    "silent before JAX stops every other process with an error naming it")
+    _add_process_flags(run)
 
     swp = sub.add_parser("sweep", help="both couplings over a beta x eps grid, measured against "
                         "theory's predicted sizes (sweep.json, sweep.md, sweep.png)",
@@ -297,6 +302,7 @@ def _parser(config=None) -> argparse.ArgumentParser:
         "fsdp, the held-out rows over all devices (so their count must be a multiple of D*F)")
     ev.add_argument("--seed", type=int, default=0, help="data seed")
     ev.add_argument("--json", action="store_true", help="print JSON")
+    _add_process_flags(ev)
 
     lr = sub.add_parser("sweep-lr", help="measured vs predicted CE change of one RL step, "
                         "over learning rates", formatter_class=fmt)
@@ -381,7 +387,7 @@ def _check_processes(a) -> bool:
     if not 0 <= a.process_id < a.num_processes:
         raise InputError(f"setting --process-id {a.process_id}: expected 0 .. "
                          f"{a.num_processes - 1} (--num-processes {a.num_processes})")
-    if a.out is None:
+    if getattr(a, "out", "") is None:  # run: every process must write into one folder
         raise InputError("setting --out: needed with several processes (every process must name "
                          "the same folder)")
     if a.process_timeout < 1:
@@ -389,17 +395,18 @@ def _check_processes(a) -> bool:
     return True
 
 
-def _cmd_run_distributed(a) -> int:
-    """``_cmd_run`` as one process of several. A process that fails prints its error and exits at
-    once (``os._exit``, no shutdown handshake), so the others are stopped by JAX's missing-heartbeat
-    check within --process-timeout seconds instead of waiting for it in a collective."""
+def _cmd_distributed(a, cmd) -> int:
+    """``cmd(a)`` (``_cmd_run`` or ``_cmd_eval``) as one process of several. A process that fails
+    prints its error and exits at once (``os._exit``, no shutdown handshake), so the others are
+    stopped by JAX's missing-heartbeat check within --process-timeout seconds instead of waiting
+    for it in a collective."""
     from llm_check.sharding import init_distributed
 
     init_distributed(a.coordinator, a.num_processes, a.process_id, timeout_s=a.process_timeout,
                      heartbeat_timeout_s=a.process_timeout)
-    who = f"coupling llm run (process {a.process_id} of {a.num_processes})"
+    who = f"coupling llm {a.cmd} (process {a.process_id} of {a.num_processes})"
     try:
-        return _cmd_run(a)
+        rc = cmd(a)
     except InputError as e:
         print(f"{who}: {e}", file=sys.stderr, flush=True)
         rc = 2
@@ -458,6 +465,10 @@ def _cmd_eval(a) -> int:
         n_train=a.n_train, n_heldout=a.n_heldout, eval_rows=a.eval_rows,
         eval_samples=a.eval_samples, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
         chunk_size=a.chunk_size, mesh=a.mesh)
+    import jax
+
+    if jax.process_index() != 0:  # the same result on every process; process 0 prints it
+        return 0
     if a.json:
         print(json.dumps(result, indent=1))
     else:
@@ -534,9 +545,9 @@ def main(argv: list[str] | None = None) -> int:
         config = load_run_config(known.config)
     a = _parser(config).parse_args(argv)
     if a.cmd == "run":
-        return _cmd_run_distributed(a) if _check_processes(a) else _cmd_run(a)
+        return _cmd_distributed(a, _cmd_run) if _check_processes(a) else _cmd_run(a)
     if a.cmd == "eval":
-        return _cmd_eval(a)
+        return _cmd_distributed(a, _cmd_eval) if _check_processes(a) else _cmd_eval(a)
     if a.cmd == "sweep":
         return _cmd_sweep_grid(a)
     return _cmd_sweep(a)

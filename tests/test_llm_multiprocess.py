@@ -242,3 +242,69 @@ def test_bad_process_flags_are_refused_before_jax_starts(flags, message, capsys,
     err = capsys.readouterr().err
     assert re.search(message, err) and len(err.strip().splitlines()) == 1, err
     assert os.listdir(tmp_path) == []
+
+
+def _eval(model: str, processes: int) -> list[tuple[int, str, str]]:
+    """``coupling llm eval --json`` of ``model`` on --mesh data=2,fsdp=2, in ``processes``
+    processes (4 devices in all); returns [(rc, stdout, stderr)]."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_ENABLE_X64="0",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // processes} "
+                         "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    args = ["llm", "eval", "--model", model, "--n-train", "32", "--n-heldout", "8",
+            "--eval-samples", "2", "--max-new-tokens", "2", "--mesh", "data=2,fsdp=2", "--json",
+            "--process-timeout", "15"]
+    port = _free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, "-c", "import sys; from toy_models.cli import main; sys.exit(main())",
+         *args, *([] if processes == 1 else ["--coordinator", f"localhost:{port}",
+                                             "--num-processes", str(processes),
+                                             "--process-id", str(i)])],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(processes)]
+    results = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        results.append((p.returncode, stdout, stderr))
+    return results
+
+
+def test_eval_in_two_processes_gives_the_one_process_result(runs):
+    """``coupling llm eval`` of the 2 x 2 run's final weights, in 2 processes x 2 devices and in
+    1 x 4: the same held-out CE, rewards and accuracy (the sampled evaluation included); only
+    process 0 prints."""
+    out, logs = runs
+    _ok(logs, "two")
+    final = os.path.join(out["two"], "runs", "seed0", "sft_then_rl", "rl", "final")
+    assert os.path.isfile(os.path.join(final, "params.safetensors")), os.listdir(out["two"])
+    (rc1, one, err1), = _eval(final, 1)
+    assert rc1 == 0, err1[-3000:]
+    (rc_a, two, err_a), (rc_b, silent, err_b) = _eval(final, 2)
+    assert rc_a == 0 and rc_b == 0, (err_a[-3000:], err_b[-3000:])
+    # gloo prints its "[Gloo] Rank i is connected to ..." lines on stdout; the result is the rest
+    ours = lambda out: [ln for ln in out.splitlines() if not ln.startswith("[Gloo]")]  # noqa: E731
+    assert ours(silent) == []  # process 1 prints nothing of its own
+    a, b = json.loads("\n".join(ours(one))), json.loads("\n".join(ours(two)))
+    assert set(a) == set(b) and a["heldout_rows"] == 8
+    floats = [k for k, v in a.items() if isinstance(v, float)]
+    assert len(floats) >= 5, a
+    for k in a:
+        if k in floats:
+            assert abs(a[k] - b[k]) <= 1e-5 * max(abs(a[k]), 1e-2), (k, a[k], b[k])
+        else:
+            assert a[k] == b[k], k
+
+
+def test_bad_process_flags_of_eval_are_refused_before_jax_starts(capsys, tmp_path, monkeypatch):
+    from llm_check import sharding
+    from toy_models.cli import main
+
+    monkeypatch.setattr(sharding, "init_distributed",
+                        lambda *a, **k: pytest.fail("jax.distributed was started"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["llm", "eval", "--coordinator", "localhost:1", "--num-processes", "2",
+                 "--process-id", "2"]) == 2
+    assert "--process-id 2: expected 0 .. 1" in capsys.readouterr().err
+    assert main(["llm", "eval", "--coordinator", "localhost:1", "--process-id", "0"]) == 2
+    assert "--num-processes: needed with" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
