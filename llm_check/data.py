@@ -353,6 +353,20 @@ class TokenBatch:
         return self.tokens.shape[0]
 
 
+def completion_window(completion_mask: np.ndarray) -> int:
+    """The fewest transitions that cover every row's completion targets when counted from the row's
+    first one (``logprobs.window_logprobs``): max over rows of last - first + 1 of
+    ``completion_mask[:, 1:]``; at least 1."""
+    m = np.asarray(completion_mask)[:, 1:] > 0
+    rows = m.any(axis=1)
+    if not rows.any():
+        return 1
+    t = m.shape[1]
+    first = m.argmax(axis=1)
+    last = t - 1 - m[:, ::-1].argmax(axis=1)
+    return int(max(1, (last - first + 1)[rows].max()))
+
+
 def encode_examples(tok, examples, *, max_len: int | None = None) -> TokenBatch:
     """Tokenize (prompt, completion) rows with the chat format and right-pad them to one length."""
     encoded = [tok.example_ids(ex.prompt, ex.completion) for ex in examples]

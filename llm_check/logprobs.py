@@ -25,10 +25,14 @@ from llm_check.model import default_positions
 
 def _chunked(model, tokens, attention_mask, chunk_size: int, with_entropy: bool,
              temperature: float = 1.0):
-    b, t = tokens.shape
     h = model.hidden(tokens, attention_mask=attention_mask)[:, :-1]  # [B, T-1, D]
-    targets = tokens[:, 1:]
-    n = t - 1
+    return _head_in_chunks(model, h, tokens[:, 1:], chunk_size, with_entropy, temperature)
+
+
+def _head_in_chunks(model, h, targets, chunk_size: int, with_entropy: bool,
+                    temperature: float = 1.0):
+    """(log-probs, entropies) [B, N] of ``targets`` [B, N] under the LM head of ``h`` [B, N, D]."""
+    b, n = targets.shape
     chunk = max(1, min(chunk_size, n))
     n_chunks = -(-n // chunk)
     pad = n_chunks * chunk - n
@@ -61,6 +65,31 @@ def token_logprobs(model, tokens, attention_mask=None, *, chunk_size: int = 128,
                    temperature: float = 1.0) -> jax.Array:
     """float32 [B, T-1]: log p(tokens[:, t+1] | tokens[:, :t+1]) at ``temperature``."""
     return _chunked(model, tokens, attention_mask, chunk_size, False, temperature)[0]
+
+
+def window_logprobs(model, tokens, attention_mask, completion_mask, width: int, *,
+                    chunk_size: int = 128) -> tuple[jax.Array, jax.Array]:
+    """(log-probs, mask), float32 [B, W]: ``token_logprobs`` at the ``width`` transitions that
+    start at each row's first completion target, and the completion mask of their targets.
+
+    The transformer runs over every position (the completion attends to its prompt), but the LM
+    head runs only on these W positions, not on all T-1: with a ~100-token prompt and a ~5-token
+    answer, that skips nearly all of the head (0.16B of Qwen3-0.6B's 0.6B weights) and its
+    [B, T, V] logits. The caller picks ``width`` so that the window covers each row's whole
+    completion (``data.completion_window``); positions past the end of a row are masked out.
+    """
+    b, t = tokens.shape
+    h = model.hidden(tokens, attention_mask=attention_mask)  # [B, T, D]
+    target_mask = completion_mask[:, 1:]
+    start = jnp.argmax(target_mask > 0, axis=1)  # the first transition with a completion target
+    idx = start[:, None] + jnp.arange(width)[None, :]  # [B, W]
+    inside = idx < t - 1
+    idx = jnp.minimum(idx, t - 2)
+    hw = jnp.take_along_axis(h, idx[..., None], axis=1)
+    targets = jnp.take_along_axis(tokens[:, 1:], idx, axis=1)
+    mask = jnp.take_along_axis(target_mask, idx, axis=1) * inside
+    lp, _ = _head_in_chunks(model, hw, targets, chunk_size, False)
+    return lp, mask.astype(lp.dtype)
 
 
 def token_logprobs_and_entropy(model, tokens, attention_mask=None, *, chunk_size: int = 128,

@@ -322,13 +322,16 @@ def evaluate(ctx: Context, params, ref_params, kl_name: str, target=None, ex=Non
 def sft_step_fn(ctx: Context, source: data_mod.TokenBatch, step, stage: str):
     """One SFT step on rows of ``source`` with the jitted ``step`` of that stage."""
     cfg = ctx.cfg
+    # the LM head runs only on the window that holds the completions (one width for the stage's
+    # rows, so the step compiles once)
+    window = data_mod.completion_window(source.completion_mask)
 
     def run(params, opt_state, k: int):
         idx = data_mod.batch_indices(len(source), cfg.sft_batch, ctx.seed * 7919 + STAGE_IDS[stage],
                                      k - 1)
         # [A, B, T]: the rows of each micro-batch (axis 1) split over the mesh
         arrays = ctx.shard(stack_micro(source.take(idx), cfg.grad_accum), axis=1)
-        params, opt_state, m = step(params, opt_state, *arrays)
+        params, opt_state, m = step(params, opt_state, *arrays, window=window)
         return params, opt_state, {k2: float(v) for k2, v in m.items()}
 
     return run

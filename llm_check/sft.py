@@ -2,8 +2,10 @@
 
 The loss is docs/theory.md §1's L(theta) = E[-log p_theta(y|x)] on the expert's responses, written per
 token: over a batch, sum_{i,t} m_{i,t} (-log p(y_{i,t} | x_i, y_{i,<t})) / sum m, with m the
-completion mask (``data.TokenBatch``). Log-probs come from ``llm_check.logprobs.token_logprobs``,
-which works through the sequence in chunks so [B, T, V] f32 logits are never held at once.
+completion mask (``data.TokenBatch``). Log-probs come from ``llm_check.logprobs``: with the step's
+``window`` (what the pipeline passes), the LM head runs only on the W positions that hold each
+row's completion (``window_logprobs``); without it, on every position (``token_logprobs``). Both
+work in chunks, so [B, T, V] f32 logits are never held at once.
 
 The training state is functional: ``params`` (the model's ``nnx.Param`` state) and an optax state,
 with the module structure (``graphdef``) and the non-trainable rest closed over. One step is one
@@ -21,12 +23,14 @@ summed over the completion tokens, i.e. -log p(y|x)), the quantity ``sft/ce_held
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from llm_check.logprobs import token_logprobs
+from llm_check.logprobs import token_logprobs, window_logprobs
 from llm_check.run_config import OptimConfig  # noqa: F401  (re-exported)
 from theory.errors import InputError
 
@@ -62,27 +66,39 @@ def completion_logprobs(graphdef, params, rest, tokens, attention_mask, chunk_si
     return token_logprobs(model, tokens, attention_mask, chunk_size=chunk_size)
 
 
-def nll_sums(graphdef, params, rest, tokens, attention_mask, completion_mask, chunk_size: int):
-    """(per-sequence summed NLL over the completion [B], number of completion tokens [B])."""
+def nll_sums(graphdef, params, rest, tokens, attention_mask, completion_mask, chunk_size: int,
+             window: int | None = None):
+    """(per-sequence summed NLL over the completion [B], number of completion tokens [B]).
+
+    With ``window`` (``data.completion_window`` of the rows, or more), the LM head runs only on
+    the window that holds each row's completion (``logprobs.window_logprobs``); the sums are the
+    same."""
+    if window is not None:
+        model = nnx.merge(graphdef, params, rest)
+        logp, m = window_logprobs(model, tokens, attention_mask, completion_mask, window,
+                                  chunk_size=chunk_size)
+        return -(logp * m).sum(-1), m.sum(-1)
     logp = completion_logprobs(graphdef, params, rest, tokens, attention_mask, chunk_size)
     m = completion_mask[:, 1:].astype(logp.dtype)
     return -(logp * m).sum(-1), m.sum(-1)
 
 
 def make_sft_step(graphdef, rest, optimizer, *, chunk_size: int = 64):
-    """The jitted SFT step over a batch with a leading micro-batch axis [A, B, T] (module docstring)."""
+    """The jitted SFT step over a batch with a leading micro-batch axis [A, B, T] (module docstring).
+    ``step(params, opt_state, tokens, attn, cmask, window=None)``: ``window`` (static) limits the LM
+    head to each row's completion (``nll_sums``)."""
 
-    def summed_nll(params, tokens, attn, cmask):
-        nll, n = nll_sums(graphdef, params, rest, tokens, attn, cmask, chunk_size)
+    def summed_nll(params, tokens, attn, cmask, window):
+        nll, n = nll_sums(graphdef, params, rest, tokens, attn, cmask, chunk_size, window)
         return nll.sum(), n.sum()
 
     grad_fn = jax.value_and_grad(summed_nll, has_aux=True)
 
-    @jax.jit
-    def step(params, opt_state, tokens, attn, cmask):
+    @partial(jax.jit, static_argnames="window")
+    def step(params, opt_state, tokens, attn, cmask, window=None):
         def micro(carry, xs):
             g_acc, l_acc, n_acc = carry
-            (l, n), g = grad_fn(params, *xs)
+            (l, n), g = grad_fn(params, *xs, window)
             return (jax.tree.map(jnp.add, g_acc, g), l_acc + l, n_acc + n), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
