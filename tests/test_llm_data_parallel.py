@@ -78,7 +78,8 @@ SCRIPT = textwrap.dedent('''
                 if key not in seen:  # the first call of each phase
                     seen[key] = {"state": [tree_summary(t) for t in a[:n_state]],
                                  "batch": [describe(x) for x in a[n_state:]
-                                           if isinstance(x, jax.Array)]}
+                                           if isinstance(x, jax.Array)],
+                                 "window": kw.get("window")}
                 return f(*a, **kw)
             return g
         return dataclasses.replace(
@@ -196,6 +197,9 @@ def test_every_batch_is_split_over_the_mesh(mesh_runs):
                        for b in seen[f"{phase}:{name}"]["batch"]), (phase, name, seen)
     # SFT and base steps: [A=1, B=8, T], each micro-batch's rows over the 4 devices
     for name in ("stopped:sft_step", "stopped:base_step"):
+        # the LM head on the completion window: the answer digit and <|im_end|> (SFT); the base
+        # stage's format rows
+        assert isinstance(seen[name]["window"], int) and seen[name]["window"] >= 2, seen[name]
         batch = seen[name]["batch"]
         assert len(batch) == 3 and all(b["spec"] == "P(None, ('data', 'fsdp'), None)"
                                        and b["shards"] == 4 and b["shard_shape"][:2] == [1, 2]
