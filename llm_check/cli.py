@@ -281,10 +281,11 @@ def _parser(config=None) -> argparse.ArgumentParser:
                     "sweep (config.json or TOML); flags given here override them")
     grid.add_argument("--workers", default="auto", help="processes that run the (seed, eps) "
                       "cells side by side, one CPU thread each (auto: one per CPU core on a CPU "
-                      "backend without --mesh, else 1)")
+                      "backend without --mesh or several processes, else 1)")
     grid.add_argument("--rl-then-sft-rl-steps", type=int, default=100,
                     help="RL steps before the SFT of the rl_then_sft runs (the prediction is "
                     "about the SFT, so their RL need not reach its fixed point)")
+    _add_process_flags(swp)
     from llm_check.run_config import sweep_run_config
 
     sweep_defaults = _config_defaults(config or sweep_run_config())
@@ -396,7 +397,7 @@ def _check_processes(a) -> bool:
 
 
 def _cmd_distributed(a, cmd) -> int:
-    """``cmd(a)`` (``_cmd_run`` or ``_cmd_eval``) as one process of several. A process that fails
+    """``cmd(a)`` (``_cmd_run``, ``_cmd_eval`` or ``_cmd_sweep_grid``) as one process of several. A process that fails
     prints its error and exits at once (``os._exit``, no shutdown handshake), so the others are
     stopped by JAX's missing-heartbeat check within --process-timeout seconds instead of waiting
     for it in a collective."""
@@ -505,7 +506,7 @@ def _workers(text: str, run) -> int:
         return n
     import jax
 
-    if run.mesh or jax.default_backend() != "cpu":
+    if run.mesh or jax.default_backend() != "cpu" or jax.process_count() > 1:
         return 1
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -528,6 +529,11 @@ def _cmd_sweep_grid(a) -> int:
         raise InputError("--resume needs --out (the folder of the sweep to continue)")
     out = a.out or time.strftime("llm_runs/sweep-%Y%m%d-%H%M%S")
     run_sweep(sc, out, resume=a.resume, workers=_workers(a.workers, sc.run))
+    import jax
+
+    if jax.process_index() != 0:
+        print(f"process {jax.process_index()}: done; process 0 wrote {out}")
+        return 0
     with open(f"{out}/sweep.md") as f:
         print(f.read())
     print(f"wrote {out}/sweep.json, sweep.md, sweep.png")
@@ -549,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "eval":
         return _cmd_distributed(a, _cmd_eval) if _check_processes(a) else _cmd_eval(a)
     if a.cmd == "sweep":
-        return _cmd_sweep_grid(a)
+        return _cmd_distributed(a, _cmd_sweep_grid) if _check_processes(a) else _cmd_sweep_grid(a)
     return _cmd_sweep(a)
 
 

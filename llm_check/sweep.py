@@ -90,33 +90,44 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False, workers: int =
     steps are too small for XLA's intra-op threads to help: one 2-thread process makes a GRPO
     step in the time two 1-thread processes make one each, docs/benchmarks.md). Each finished run
     is appended to ``rows.jsonl`` by the process that ran it; the progress bar follows that file.
+
+    In a run of several JAX processes (``jax.distributed``), every process runs every cell
+    together (``workers`` must be 1) and process 0 alone writes the folder's files.
     """
+    import jax
     from tqdm.auto import tqdm
+
+    from llm_check.sharding import barrier, is_main
 
     sc.validate()
     if workers < 1:
         raise InputError(f"setting --workers {workers}: must be >= 1")
+    if workers > 1 and jax.process_count() > 1:
+        raise InputError(f"setting --workers {workers}: must be 1 with several processes")
     t0 = time.perf_counter()
     cfg_path = os.path.join(out, "sweep_config.json")
     if os.path.exists(cfg_path) and not resume:
         raise InputError(f"--out {out}: already holds a sweep; pass --resume or choose another folder")
-    os.makedirs(out, exist_ok=True)
     now = json.loads(json.dumps(sc.to_json()))
     if os.path.exists(cfg_path):
         with open(cfg_path) as f:
             if json.load(f) != now:
                 raise InputError(f"--resume: the settings differ from {cfg_path}")
-    else:
-        with open(cfg_path + ".tmp", "w") as f:
-            json.dump(now, f, indent=1)
-        os.replace(cfg_path + ".tmp", cfg_path)
     rows_path = os.path.join(out, "rows.jsonl")
     done = _read_done(rows_path) if resume else {}
-    if not resume and os.path.exists(rows_path):
-        os.remove(rows_path)
+    barrier("sweep: settings checked")  # every process has read the folder before 0 writes it
+    if is_main():
+        os.makedirs(out, exist_ok=True)
+        if not os.path.exists(cfg_path):
+            with open(cfg_path + ".tmp", "w") as f:
+                json.dump(now, f, indent=1)
+            os.replace(cfg_path + ".tmp", cfg_path)
+        if not resume and os.path.exists(rows_path):
+            os.remove(rows_path)
 
     all_cells = [(seed, eps) for seed in sc.seeds for eps in sc.eps]
-    bar = tqdm(total=sum(len(_runs(sc, *c)) for c in all_cells), desc="sweep runs")
+    bar = tqdm(total=sum(len(_runs(sc, *c)) for c in all_cells), desc="sweep runs",
+               disable=not is_main())
     bar.update(len(done))
     cells = [c for c in all_cells if any(_key(*c, *r) not in done for r in _runs(sc, *c))]
     workers = max(1, min(workers, len(cells)))
@@ -136,6 +147,8 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False, workers: int =
                     fut.result()  # a worker's error stops the sweep (--resume continues it)
                 bar.update(len(_read_done(rows_path)) - bar.n)
     bar.close()
+    if not is_main():
+        return []
     rows = list(_read_done(rows_path).values())
     rows.sort(key=lambda r: (r["order"], r["setting"], r["eps"], r["beta"], r["seed"]))
     from llm_check import sweep_report
@@ -157,6 +170,7 @@ def run_cells(sc: SweepConfig, cells, out: str, done: set, resume: bool, on_row=
     written. The jitted functions are shared by the cells of one call."""
     from llm_check import pipeline as P
     from llm_check.grpo import make_grpo_step
+    from llm_check.sharding import is_main
     from llm_check.predictions import (ce_change_prediction, coarse_kl, coarse_target,
                                        expert_share, fixed_point_name, gibbs_drop, rl_target)
 
@@ -225,8 +239,9 @@ def run_cells(sc: SweepConfig, cells, out: str, done: set, resume: bool, on_row=
                 })
                 if g.kl_mode == "reward" and not g.std_normalize:  # p* the tilt
                     row.update(gibbs_drop(ex_base, ex1, ex2, beta))
-            with open(rows_path, "a") as f:  # one write per row: safe across workers
-                f.write(json.dumps(row) + "\n")
+            if is_main():  # (one JAX process of several: the others computed the same row)
+                with open(rows_path, "a") as f:  # one write per row: safe across workers
+                    f.write(json.dumps(row) + "\n")
             written += 1
             if on_row is not None:
                 on_row()
