@@ -517,7 +517,11 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
                              "key": np.asarray(jax.random.key_data(
                                  _key(ctx.seed, stage, k))).tolist()})
     bar.close()
-    host_params = jax.tree.map(to_host, params)  # gathered from every process's devices
+    def gather(x):  # a collective: every process makes the call, process 0 keeps the result, so
+        h = to_host(x)  # the others never hold more than one whole tensor at a time
+        return h if main else None
+
+    host_params = jax.tree.map(gather, params)
     if main:
         ckpt.save_checkpoint(final, {"params": host_params},
                              {"step": n_steps, "stage": stage, "order": label, "seed": ctx.seed,
