@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 
 import jax
 import numpy as np
@@ -137,9 +138,14 @@ def save_state(root: str, step: int, state, meta: dict) -> None:
 
 
 def latest_state(root: str) -> int | None:
-    """The newest complete step under ``root``, or None."""
+    """The newest complete step under ``root``, or None. Step folders of the older safetensors
+    format (``step_<n>``) are not read: a line on stderr says so, and the stage restarts."""
     if not os.path.isdir(root):
         return None
+    old = sorted(n for n in os.listdir(root) if n.startswith("step_"))
+    if old:
+        print(f"{root}: {', '.join(old)}: training state in an older format (safetensors), not "
+              "read; this stage starts again from its first step", file=sys.stderr)
     with _manager(root, create=False) as mngr:
         return mngr.latest_step()
 

@@ -113,3 +113,14 @@ def test_bad_checkpoints_name_the_file_or_tensor(tmp_path):
         ckpt.load_checkpoint(path, {"params": params})
     with pytest.raises(InputError, match="meta.json: missing"):
         ckpt.load_checkpoint(str(tmp_path), {"params": params})
+
+
+def test_step_folders_of_the_older_format_are_named_and_not_read(tmp_path, capsys):
+    root = tmp_path / "ckpt"
+    (root / "step_000010").mkdir(parents=True)
+    (root / "step_000010" / "params.safetensors").write_bytes(b"")
+    assert ckpt.latest_state(str(root)) is None
+    err = capsys.readouterr().err
+    assert "step_000010: training state in an older format" in err and "starts again" in err
+    assert ckpt.latest_state(str(tmp_path / "none")) is None  # no folder: nothing to say
+    assert capsys.readouterr().err == ""
