@@ -61,8 +61,8 @@ cat "$out/probe.txt"
 
 bench=("$py" -m llm_check.bench --preset "$preset" --json)
 step bench 240 "$out/bench.json" "${bench[@]}"
-step gpu-tests 150 "$out/gpu_tests.txt" "$py" -m pytest -n 0 -q -s -m gpu tests/test_llm_gpu.py
-tail -n 12 "$out/gpu_tests.txt"
+step gpu-tests 150 "$out/gpu_tests.txt" "$py" -m pytest -n 0 -q -s -rxX -m gpu tests/test_llm_gpu.py
+tail -n 40 "$out/gpu_tests.txt"
 # shellcheck disable=SC2086  # $big is a list of flags
 step sft-variants 200 "$out/sft_variants.txt" bash -c "
   for v in '--scan-layers off' '--attention einsum' '--attention cudnn' '$big'; do

@@ -121,6 +121,40 @@ def test_cudnn_attention_gradients_in_bf16_are_as_close_to_float32_as_the_einsum
     assert cos(gc, g32) > cos(ge, g32) - 0.01
 
 
+@pytest.mark.xfail(strict=False, reason="diagnosis of the failure above: which of these cases "
+                   "fail tells where the fault is (run with -rxX to see XPASS/XFAIL per case)")
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("padded", [False, True], ids=["no-pad", "padded"])
+@pytest.mark.parametrize("head", ["chunked", "full"])
+def test_cudnn_gradient_diagnosis(layers, padded, head):
+    """bf16 cuDNN gradient against the float32 einsum gradient, one hypothesis per axis: several
+    cuDNN calls in one graph (layers), query rows that see no key (padded), and the chunked LM
+    head under jax.checkpoint against plain full logits (head)."""
+    cfg = dataclasses.replace(CFG, num_hidden_layers=layers)
+    ids, mask = rows(seed=5)
+    if not padded:
+        mask = jnp.ones_like(mask)
+
+    def loss(m, ids, mask):
+        if head == "chunked":
+            return ce(m, ids, mask)
+        logp = jax.nn.log_softmax(m(ids, attention_mask=mask)[:, :-1], axis=-1)
+        lp = jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
+        return -(lp * mask[:, 1:]).sum() / mask[:, 1:].sum()
+
+    grad = nnx.jit(nnx.grad(loss))
+
+    def g(attention, dtype):
+        m = Qwen3(cfg, rngs=nnx.Rngs(0), init_std=0.02, dtype=dtype, attention=attention)
+        return np.concatenate([np.ravel(x) for x in jax.tree.leaves(grad(m, ids, mask))]
+                              ).astype(np.float64)
+
+    g32, gc = g("einsum", jnp.float32), g("cudnn", jnp.bfloat16)
+    cos = g32 @ gc / np.linalg.norm(g32) / np.linalg.norm(gc)
+    print(f"layers {layers}, {'padded' if padded else 'no padding'}, {head} head: cosine {cos:.6f}")
+    assert cos > 0.999
+
+
 def _op_cases():
     b, t = 4, 16
     causal = jnp.tril(jnp.ones((t, t), bool))
