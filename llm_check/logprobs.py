@@ -78,7 +78,7 @@ def window_logprobs(model, tokens, attention_mask, completion_mask, width: int, 
     [B, T, V] logits. The caller picks ``width`` so that the window covers each row's whole
     completion (``data.completion_window``); positions past the end of a row are masked out.
     """
-    b, t = tokens.shape
+    t = tokens.shape[1]
     h = model.hidden(tokens, attention_mask=attention_mask)  # [B, T, D]
     target_mask = completion_mask[:, 1:]
     start = jnp.argmax(target_mask > 0, axis=1)  # the first transition with a completion target

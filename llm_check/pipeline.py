@@ -517,6 +517,7 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
                              "key": np.asarray(jax.random.key_data(
                                  _key(ctx.seed, stage, k))).tolist()})
     bar.close()
+
     def gather(x):  # a collective: every process makes the call, process 0 keeps the result, so
         h = to_host(x)  # the others never hold more than one whole tensor at a time
         return h if main else None

@@ -170,9 +170,9 @@ def run_cells(sc: SweepConfig, cells, out: str, done: set, resume: bool, on_row=
     written. The jitted functions are shared by the cells of one call."""
     from llm_check import pipeline as P
     from llm_check.grpo import make_grpo_step
-    from llm_check.sharding import is_main
     from llm_check.predictions import (ce_change_prediction, coarse_kl, coarse_target,
                                        expert_share, fixed_point_name, gibbs_drop, rl_target)
+    from llm_check.sharding import is_main
 
     rows_path = os.path.join(out, "rows.jsonl")
     fns, rl_steps, written = None, {}, 0

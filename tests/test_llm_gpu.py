@@ -55,6 +55,19 @@ def ce(m, ids, mask):
     return -(lp * mask[:, 1:]).sum() / mask[:, 1:].sum()
 
 
+def _cos(a, b) -> float:
+    a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def _loss_and_grad(loss, cfg, attention, dtype, init_std, ids, mask):
+    """(loss, every parameter's gradient flattened into one float64 vector) of a fresh model."""
+    m = Qwen3(cfg, rngs=nnx.Rngs(0), init_std=init_std, dtype=dtype, attention=attention)
+    value, grads = nnx.jit(nnx.value_and_grad(loss))(m, ids, mask)
+    return float(value), np.concatenate([np.ravel(x) for x in jax.tree.leaves(grads)]
+                                        ).astype(np.float64)
+
+
 @pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scan"])
 def test_cudnn_attention_matches_the_einsum_path_in_bf16(scan):
     ids, mask = rows()
@@ -103,14 +116,11 @@ def test_cudnn_attention_gradients_in_bf16_are_as_close_to_float32_as_the_einsum
     """The reference is the float32 einsum gradient; bf16 cuDNN must be about as close to it as
     bf16 einsum (init_std 0.3 saturates the softmax, where bf16 rounding itself moves gradients)."""
     ids, mask = rows(seed=3)
-    grad = nnx.jit(nnx.value_and_grad(ce))
+    cos = _cos
 
     def g(attention, dtype):
-        m = Qwen3(CFG, rngs=nnx.Rngs(0), init_std=init_std, dtype=dtype, attention=attention)
-        loss, gr = grad(m, ids, mask)
-        return float(loss), np.concatenate([np.ravel(x) for x in jax.tree.leaves(gr)]).astype(np.float64)
+        return _loss_and_grad(ce, CFG, attention, dtype, init_std, ids, mask)
 
-    cos = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)  # noqa: E731
     l32, g32 = g("einsum", jnp.float32)
     le, ge = g("einsum", jnp.bfloat16)
     lc, gc = g("cudnn", jnp.bfloat16)
@@ -142,15 +152,9 @@ def test_cudnn_gradient_diagnosis(layers, padded, head):
         lp = jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
         return -(lp * mask[:, 1:]).sum() / mask[:, 1:].sum()
 
-    grad = nnx.jit(nnx.grad(loss))
-
-    def g(attention, dtype):
-        m = Qwen3(cfg, rngs=nnx.Rngs(0), init_std=0.02, dtype=dtype, attention=attention)
-        return np.concatenate([np.ravel(x) for x in jax.tree.leaves(grad(m, ids, mask))]
-                              ).astype(np.float64)
-
-    g32, gc = g("einsum", jnp.float32), g("cudnn", jnp.bfloat16)
-    cos = g32 @ gc / np.linalg.norm(g32) / np.linalg.norm(gc)
+    _, g32 = _loss_and_grad(loss, cfg, "einsum", jnp.float32, 0.02, ids, mask)
+    _, gc = _loss_and_grad(loss, cfg, "cudnn", jnp.bfloat16, 0.02, ids, mask)
+    cos = _cos(g32, gc)
     print(f"layers {layers}, {'padded' if padded else 'no padding'}, {head} head: cosine {cos:.6f}")
     assert cos > 0.999
 
@@ -188,8 +192,7 @@ def test_dot_product_attention_alone_has_the_same_gradients_through_cudnn_and_xl
         return jax.jit(jax.grad(f, argnums=(0, 1, 2)))(q, k, v)
 
     for a, b in zip(grads("xla"), grads("cudnn"), strict=True):
-        a, b = np.ravel(np.asarray(a, np.float64)), np.ravel(np.asarray(b, np.float64))
-        assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.999
+        assert _cos(a, b) > 0.999
 
 
 def test_float32_on_the_gpu_against_the_cpu():
