@@ -42,7 +42,6 @@ def _head_in_chunks(model, h, targets, chunk_size: int, with_entropy: bool,
     h = h.reshape(b, n_chunks, chunk, -1).swapaxes(0, 1)
     targets = targets.reshape(b, n_chunks, chunk).swapaxes(0, 1)
 
-    @jax.checkpoint
     def one(args):
         hc, tc = args
         z = model.logits(hc)  # f32 [B, chunk, V]
@@ -55,7 +54,10 @@ def _head_in_chunks(model, h, targets, chunk_size: int, with_entropy: bool,
         ent = lse - jnp.sum(jax.nn.softmax(z, axis=-1) * z, axis=-1)
         return lp, ent
 
-    lp, ent = jax.lax.map(one, (h, targets))
+    # Several chunks: recompute each chunk's logits in the backward pass rather than keep them all.
+    # One chunk: its logits are the only ones, and they are alive at the end of the forward pass
+    # (kept) or at the start of the backward pass (recomputed) alike, so recomputing saves nothing.
+    lp, ent = jax.lax.map(jax.checkpoint(one) if n_chunks > 1 else one, (h, targets))
     lp = lp.swapaxes(0, 1).reshape(b, -1)[:, :n]
     ent = ent.swapaxes(0, 1).reshape(b, -1)[:, :n]
     return lp, ent
@@ -150,7 +152,6 @@ def completion_nll(model, prompt_tokens, prompt_mask, completion, completion_mas
         x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1), mode=mode)
         return x.reshape(chunks, rows, *x.shape[1:])
 
-    @jax.checkpoint
     def one(args):
         p, pm, c, cm = args
         lp = grouped_completion_logprobs(model, p, pm, c)
