@@ -131,13 +131,19 @@ class Attention(nnx.Module):
                 scale=self.head_dim ** -0.5,
                 implementation=None if self.attention == "dot_product" else "cudnn")
             return self.o_proj(out.reshape(b, t, -1)), cache
-        g = self.num_heads // self.num_kv_heads
-        q = q.reshape(b, t, self.num_kv_heads, g, self.head_dim)  # head h = kv_head * g + group
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype),
-                            preferred_element_type=jnp.float32) * self.head_dim ** -0.5
-        scores = jnp.where(mask[:, None, None, :, :], scores, _MASKED)
+        # Grouped-query attention with the G query heads of a key-value head stacked along the
+        # query axis: row r = group * T + t of [B, K, G*T, hd] (head h = kv_head * G + group). Every
+        # product then contracts one dimension, in the backward pass too (dK sums over G*T rows).
+        kv, g, hd = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
+        q = q.reshape(b, t, kv, g, hd).transpose(0, 2, 3, 1, 4).reshape(b, kv, g * t, hd)
+        k = k.astype(q.dtype).transpose(0, 2, 1, 3)  # [B, K, S, hd]
+        v = v.transpose(0, 2, 1, 3)
+        scores = jnp.einsum("bkrd,bksd->bkrs", q, k,
+                            preferred_element_type=jnp.float32) * hd ** -0.5
+        scores = jnp.where(jnp.tile(mask, (1, g, 1))[:, None], scores, _MASKED)
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, -1)
+        out = jnp.einsum("bkrs,bksd->bkrd", probs, v)
+        out = out.reshape(b, kv, g, t, hd).transpose(0, 3, 1, 2, 4).reshape(b, t, -1)
         return self.o_proj(out), cache
 
 

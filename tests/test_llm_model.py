@@ -260,3 +260,53 @@ def test_an_unknown_attention_implementation_is_rejected():
 
     with pytest.raises(InputError, match="attention='flash'"):
         make_model(attention="flash")
+
+
+def _equations(jaxpr):
+    """Every equation of a jaxpr and of the jaxprs inside it (scan, remat, pjit, custom rules)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, (tuple, list)) else (v,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _equations(inner)
+
+
+def _train_jaxpr(model, ids, mask, chunk_size=64):
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss(p):
+        lp = token_logprobs(nnx.merge(graphdef, p), ids, mask, chunk_size=chunk_size)
+        return -(lp * mask[:, 1:]).sum()
+
+    return jax.make_jaxpr(jax.value_and_grad(loss))(params).jaxpr
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_every_product_of_the_training_step_contracts_one_dimension(scan):
+    """The projections and the LM head flatten [B, T, in] to [B*T, in], so each weight gradient
+    contracts the one N = B*T dimension. Contracting B and T as two dimensions made XLA:CPU write
+    a transposed copy of every weight gradient's input first: 10% of the CPU train step
+    (docs/benchmarks.md). Attention's products have batch dimensions and contract one too."""
+    ids, left, _ = batch()
+    dots = [e for e in _equations(_train_jaxpr(make_model(scan_layers=scan), ids, left))
+            if e.primitive.name == "dot_general"]
+    assert len(dots) >= 3 * 9  # forward, input and weight gradients of 7 projections + attention
+    for e in dots:
+        (lhs_contract, rhs_contract), _ = e.params["dimension_numbers"]
+        assert len(lhs_contract) == len(rhs_contract) == 1, e
+
+
+def test_the_lm_head_is_recomputed_only_when_the_sequence_takes_several_chunks():
+    """One chunk: its logits are alive at the end of the forward pass whether kept or recomputed,
+    so the backward pass keeps them (no checkpoint); several chunks: each is recomputed."""
+    ids, left, _ = batch()
+    model = make_model()
+
+    def checkpoints(chunk_size):
+        return sum(e.primitive.name in ("checkpoint", "remat2")  # jax.checkpoint's, by version
+                   for e in _equations(_train_jaxpr(model, ids, left, chunk_size)))
+
+    assert checkpoints(T - 1) == 0 and checkpoints(64) == 0
+    assert checkpoints(4) >= 1
