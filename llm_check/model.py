@@ -72,7 +72,7 @@ class Linear(nnx.Module):
     ``x`` [..., in] is flattened to [N, in] for the product. The weight gradient is then a dot
     with one contracting dimension (N), which XLA:CPU runs straight off the activations; with
     [B, T, in] it contracts two (B and T) and first writes a transposed copy of the incoming
-    gradient (about 10% of the CPU training step of ``python -m llm_check.bench``; docs/benchmarks.md).
+    gradient (13% of the CPU training step of ``python -m llm_check.bench``; docs/benchmarks.md).
     """
 
     def __init__(self, d_in: int, d_out: int, *, rngs: nnx.Rngs, dtype, param_dtype, std: float):

@@ -110,7 +110,9 @@ def test_cudnn_attention_decodes_through_the_kv_cache_like_the_einsum_path():
 @pytest.mark.xfail(strict=True, reason=(
     "on an H200 with jax 0.11.2 the cuDNN path's gradients were wrong: cosine 0.036 (init_std 0.02) "
     "and 0.097 (0.3) to the float32 gradient, where bf16 einsum gave 0.99995 and 0.9995; the "
-    "forward matched (docs/log.md). Strict: a JAX that fixes it fails here, so auto can use cuDNN"))
+    "forward matched (docs/log.md). Strict: a JAX that fixes it fails here, so auto can use cuDNN. "
+    "Then the one-chunk LM head ran under jax.checkpoint, which it no longer does: if this XPASSes "
+    "while the diagnosis' chunked cases fail, the checkpoint was the trigger"))
 @pytest.mark.parametrize("init_std", [0.02, 0.3])
 def test_cudnn_attention_gradients_in_bf16_are_as_close_to_float32_as_the_einsum_path(init_std):
     """The reference is the float32 einsum gradient; bf16 cuDNN must be about as close to it as
@@ -138,16 +140,17 @@ def test_cudnn_attention_gradients_in_bf16_are_as_close_to_float32_as_the_einsum
 @pytest.mark.parametrize("head", ["chunked", "full"])
 def test_cudnn_gradient_diagnosis(layers, padded, head):
     """bf16 cuDNN gradient against the float32 einsum gradient, one hypothesis per axis: several
-    cuDNN calls in one graph (layers), query rows that see no key (padded), and the chunked LM
-    head under jax.checkpoint against plain full logits (head)."""
+    cuDNN calls in one graph (layers), query rows that see no key (padded), and the LM head in
+    4-position chunks under jax.checkpoint against plain full logits (head)."""
     cfg = dataclasses.replace(CFG, num_hidden_layers=layers)
     ids, mask = rows(seed=5)
     if not padded:
         mask = jnp.ones_like(mask)
 
     def loss(m, ids, mask):
-        if head == "chunked":
-            return ce(m, ids, mask)
+        if head == "chunked":  # several chunks, so each is under jax.checkpoint (one chunk is not)
+            lp = token_logprobs(m, ids, mask, chunk_size=4)
+            return -(lp * mask[:, 1:]).sum() / mask[:, 1:].sum()
         logp = jax.nn.log_softmax(m(ids, attention_mask=mask)[:, :-1], axis=-1)
         lp = jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
         return -(lp * mask[:, 1:]).sum() / mask[:, 1:].sum()

@@ -287,7 +287,7 @@ def _train_jaxpr(model, ids, mask, chunk_size=64):
 def test_every_product_of_the_training_step_contracts_one_dimension(scan):
     """The projections and the LM head flatten [B, T, in] to [B*T, in], so each weight gradient
     contracts the one N = B*T dimension. Contracting B and T as two dimensions made XLA:CPU write
-    a transposed copy of every weight gradient's input first: 10% of the CPU train step
+    a transposed copy of every weight gradient's input first: 13% of the CPU train step
     (docs/benchmarks.md). Attention's products have batch dimensions and contract one too."""
     ids, left, _ = batch()
     dots = [e for e in _equations(_train_jaxpr(make_model(scan_layers=scan), ids, left))
