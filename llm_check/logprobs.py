@@ -152,6 +152,7 @@ def completion_nll(model, prompt_tokens, prompt_mask, completion, completion_mas
         x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1), mode=mode)
         return x.reshape(chunks, rows, *x.shape[1:])
 
+    @jax.checkpoint
     def one(args):
         p, pm, c, cm = args
         lp = grouped_completion_logprobs(model, p, pm, c)

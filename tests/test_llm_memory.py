@@ -60,6 +60,9 @@ def test_completion_only_logprobs_equal_the_full_sequence_path(model):
         # float32 sums in another order: each entry to 1e-4 of the leaf's largest entry
         a, b = np.asarray(a), np.asarray(b)
         assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max(), np.abs(a - b).max()
+    # each mini-batch under jax.checkpoint: a gradient keeps one mini-batch's activations
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda p: nll_split(p, 3).sum()))(params))
+    assert "checkpoint[" in jaxpr or "remat2[" in jaxpr
 
 
 def test_the_estimate_tracks_what_xla_allocates(model):
