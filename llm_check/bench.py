@@ -35,6 +35,7 @@ import json
 import os
 import resource
 import statistics
+import sys
 import time
 from functools import partial
 
@@ -45,7 +46,7 @@ import optax
 from flax import nnx
 
 from llm_check.config import Qwen3Config, preset
-from llm_check.logprobs import token_logprobs
+from llm_check.logprobs import token_logprobs, window_logprobs
 from llm_check.model import ATTENTION, Qwen3
 from llm_check.sampling import sample
 from theory.errors import InputError
@@ -65,10 +66,12 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def jax_train_step(config, lr=1e-4, **model_kw):
+def jax_train_step(config, lr=1e-4, window: int | None = None, **model_kw):
     """(step, graphdef, params, opt_state), where ``step(params, opt_state, ids, mask)`` returns
     ``(params, opt_state, loss)`` and donates its inputs; ``nnx.merge(graphdef, params)`` is the model.
-    ``model_kw`` go to ``Qwen3`` (dtype, attention, scan_layers, remat)."""
+    ``model_kw`` go to ``Qwen3`` (dtype, attention, scan_layers, remat). With ``window`` W the loss
+    is the pipeline's SFT loss on a W-token completion at the end of each row: the LM head runs on
+    those W positions only (``window_logprobs``)."""
     model = Qwen3(config, rngs=nnx.Rngs(0), **model_kw)
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adamw(lr)
@@ -76,7 +79,12 @@ def jax_train_step(config, lr=1e-4, **model_kw):
     @partial(jax.jit, donate_argnums=(0, 1))
     def step(params, opt_state, ids, mask):
         def loss_fn(p):
-            lp = token_logprobs(nnx.merge(graphdef, p), ids, mask)
+            m = nnx.merge(graphdef, p)
+            if window is not None:
+                completion = jnp.zeros_like(mask).at[:, -window:].set(1)
+                lp, w_mask = window_logprobs(m, ids, mask, completion, window)
+                return -(lp * w_mask).sum() / w_mask.sum()
+            lp = token_logprobs(m, ids, mask)
             return -(lp * mask[:, 1:]).sum() / mask[:, 1:].sum()
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
@@ -223,6 +231,15 @@ def train_flops_per_token(config: Qwen3Config, seq: int) -> float:
     return 6.0 * matmul_params(c) + 12.0 * c.num_hidden_layers * c.num_attention_heads * c.head_dim * seq
 
 
+def sft_step_flops(config: Qwen3Config, batch: int, seq: int, window: int | None = None) -> float:
+    """Model FLOPs of one SFT step on [batch, seq]: ``train_flops_per_token`` at every token, less
+    the LM head's ``6 D V`` at the positions a ``window`` of W skips (all but W of each row)."""
+    flops = train_flops_per_token(config, seq) * batch * seq
+    if window is not None:
+        flops -= 6.0 * config.hidden_size * config.vocab_size * batch * (seq - window)
+    return flops
+
+
 def peak_memory() -> tuple[float, str]:
     """(bytes, what): the first device's peak bytes in use where it reports memory statistics,
     else this process's maximum resident set size."""
@@ -317,11 +334,13 @@ def _grpo_bench(cfg, graphdef, params, shapes, rng, seed, repeats, peak) -> dict
 
 def device_bench(preset_name: str = "tiny", *, dtype: str | None = None, attention: str = "auto",
                  scan_layers: bool | None = None, repeats: int = 3, seed: int = 0,
-                 grpo_step: bool = True, **shape_overrides) -> dict:
+                 grpo_step: bool = True, window: int | None = None, **shape_overrides) -> dict:
     """SFT step, rollout and GRPO step of ``preset_name`` on ``jax.devices()[0]``, random weights
     and tokens (speed does not depend on them). Shapes: ``DEVICE_PRESETS`` overridden by
     ``shape_overrides`` (batch, seq, prompts, group, prompt_len, new_tokens). With
-    ``grpo_step=False`` only the SFT step is measured (``res["grpo"]`` is None)."""
+    ``grpo_step=False`` only the SFT step is measured (``res["grpo"]`` is None). With ``window`` W
+    the SFT step runs the LM head on the last W positions of each row only, as the pipeline's SFT
+    step does on a W-token answer window (``jax_train_step``)."""
     if preset_name not in DEVICE_PRESETS:
         raise InputError(f"--preset {preset_name!r}: choose one of {', '.join(DEVICE_PRESETS)}")
     shapes = dict(DEVICE_PRESETS[preset_name])
@@ -336,20 +355,24 @@ def device_bench(preset_name: str = "tiny", *, dtype: str | None = None, attenti
     if dtype not in ("bf16", "f32"):
         raise InputError(f"--dtype {dtype!r}: choose bf16 or f32")
     scan = on_gpu if scan_layers is None else bool(scan_layers)
+    if window is not None and not 1 <= window < shapes["seq"]:
+        raise InputError(f"--window {window}: must be in 1..{shapes['seq'] - 1} (the sequence "
+                         f"length is {shapes['seq']})")
     cfg = preset(preset_name)
     kw = dict(dtype=jnp.bfloat16 if dtype == "bf16" else jnp.float32, scan_layers=scan)
     rng = np.random.default_rng(seed)
     peak = peak_bf16_flops(dev.device_kind)
     res = {"preset": preset_name, "device": dev.device_kind, "platform": dev.platform,
            "num_devices": jax.device_count(), "jax": jax.__version__, "dtype": dtype,
-           "scan_layers": scan, "repeats": repeats, "peak_bf16_flops": peak, **shapes}
+           "scan_layers": scan, "repeats": repeats, "peak_bf16_flops": peak, "window": window,
+           **shapes}
 
     # -- SFT step: forward + backward + AdamW on [batch, seq], compiled explicitly
     b, t = shapes["batch"], shapes["seq"]
     ids = jnp.asarray(rng.integers(0, cfg.vocab_size, (b, t)), jnp.int32)
     mask = jnp.ones((b, t), jnp.int32)
     att = auto_attention(on_gpu) if attention == "auto" else attention
-    step, graphdef, params, opt_state = jax_train_step(cfg, attention=att, **kw)
+    step, graphdef, params, opt_state = jax_train_step(cfg, attention=att, window=window, **kw)
     sft, compile_s = _timed_compile(step, params, opt_state, ids, mask)
     res["attention"] = att
     res["params"] = int(sum(x.size for x in jax.tree.leaves(params)))
@@ -361,7 +384,7 @@ def device_bench(preset_name: str = "tiny", *, dtype: str | None = None, attenti
 
     sft_once()  # first run (allocations)
     sft_s = _median_time(sft_once, repeats)
-    flops = train_flops_per_token(cfg, t) * b * t
+    flops = sft_step_flops(cfg, b, t, window)
     res["sft"] = {"compile_s": compile_s, "step_s": sft_s, "tokens_per_s": b * t / sft_s,
                   "model_flops": flops, "mfu": flops / sft_s / peak if peak else None}
     res["sft"]["peak_memory_bytes"], res["memory_kind"] = peak_memory()
@@ -386,12 +409,14 @@ def print_device_bench(r: dict) -> None:
           f"({r['platform']}), bf16 peak {peak}; medians of {r['repeats']}")
     s, g = r["sft"], r["grpo"]
     gib = 2.0 ** 30
-    print(f"SFT step   [{r['batch']} x {r['seq']}]: {s['step_s'] * 1e3:9.1f} ms  "
+    head = "" if r.get("window") is None else f", LM head on {r['window']}"
+    print(f"SFT step   [{r['batch']} x {r['seq']}{head}]: {s['step_s'] * 1e3:9.1f} ms  "
           f"{s['tokens_per_s']:10.0f} tokens/s  MFU {_pct(s['mfu'])}  "
           f"compile {s['compile_s']:.1f} s  peak memory {s['peak_memory_bytes'] / gib:.2f} GiB")
     if g is None:
-        print(f"(peak memory: {r['memory_kind']}; MFU: model FLOPs 6N + 12LHdT per token over the "
-              "bf16 peak)")
+        less = "" if r.get("window") is None else ", less the LM head outside the window"
+        print(f"(peak memory: {r['memory_kind']}; MFU: model FLOPs 6N + 12LHdT per token{less} over "
+              "the bf16 peak)")
         return
     print(f"GRPO step  [{g['rollouts']} rollouts x ({r['prompt_len']}+{r['new_tokens']})]: "
           f"{g['step_s'] * 1e3:9.1f} ms  {g['tokens_per_s']:10.0f} tokens/s  "
@@ -428,13 +453,19 @@ def main(argv=None) -> int:
     for name in ("prompts", "group", "prompt-len"):
         dev.add_argument(f"--{name}", type=int)
     dev.add_argument("--sft-only", action="store_true", help="measure the SFT step alone")
+    dev.add_argument("--window", type=int, help="SFT step with the LM head on the last W positions "
+                     "of each row only (the pipeline's answer window)")
     a = ap.parse_args(argv)
     if a.preset:
         shapes = {k: getattr(a, k) for k in ("batch", "seq", "prompts", "group", "prompt_len",
                                              "new_tokens")}
-        r = device_bench(a.preset, dtype=a.dtype, attention=a.attention,
-                         scan_layers=None if a.scan_layers == "auto" else a.scan_layers == "on",
-                         repeats=a.repeats, grpo_step=not a.sft_only, **shapes)
+        try:
+            r = device_bench(a.preset, dtype=a.dtype, attention=a.attention,
+                             scan_layers=None if a.scan_layers == "auto" else a.scan_layers == "on",
+                             repeats=a.repeats, grpo_step=not a.sft_only, window=a.window, **shapes)
+        except InputError as e:
+            print(f"python -m llm_check.bench: error: {e}", file=sys.stderr)
+            return 2
         if a.json:
             print(json.dumps(r, indent=2))
         else:

@@ -7,7 +7,8 @@
 #      auto = dot_product on a GPU);
 #   4. the gpu-marked tests (cuDNN attention against einsum; float32 on the GPU against the CPU);
 #   5. the SFT step alone: layer scan off (compile time and speed), einsum attention, cuDNN
-#      attention (speed only: its gradients were wrong on an H200, docs/benchmarks.md), and a
+#      attention (speed only: its gradients were wrong on an H200, docs/benchmarks.md), the LM
+#      head on an answer window of $WINDOW positions (default 8; the pipeline's SFT step), and a
 #      larger batch (MFU).
 # Usage: scripts/gpu_check.sh OUTDIR. Run from the repository root, with jax[cuda] installed. If
 # the installed flax or optax fails step 2, wheels in .whl/ (if any) are installed to a temporary
@@ -19,6 +20,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py=${PYTHON:-python3}
 preset=${PRESET:-qwen3-0.6b}
 big=${BIG:---batch 16 --seq 1024}
+window=${WINDOW:-8}
 deadline=${DEADLINE:-480}
 err="$out/stderr.log"
 
@@ -65,7 +67,7 @@ step gpu-tests 150 "$out/gpu_tests.txt" "$py" -m pytest -n 0 -q -s -rxX -m gpu t
 tail -n 40 "$out/gpu_tests.txt"
 # shellcheck disable=SC2086  # $big is a list of flags
 step sft-variants 200 "$out/sft_variants.txt" bash -c "
-  for v in '--scan-layers off' '--attention einsum' '--attention cudnn' '$big'; do
+  for v in '--scan-layers off' '--attention einsum' '--attention cudnn' '--window $window' '$big'; do
     echo \"## \$v\"; $py -m llm_check.bench --preset $preset --sft-only \$v || echo \"## failed: \$v\"
   done"
 cat "$out/sft_variants.txt"

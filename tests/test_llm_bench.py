@@ -3,6 +3,9 @@ the pieces its figures come from (bf16 peak table, model FLOPs, peak memory)."""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -59,7 +62,7 @@ def test_device_bench_on_cpu_at_tiny_size(capsys, monkeypatch):
                        "--scan-layers", "on", "--attention", "dot_product"]) == 0
     assert seen == dict(name="tiny", dtype=None, attention="dot_product", scan_layers=True,
                         repeats=1, batch=2, seq=16, prompts=2, group=2, prompt_len=4, new_tokens=3,
-                        grpo_step=True)
+                        grpo_step=True, window=None)
     out = capsys.readouterr().out
     assert "MFU n/a" in out and "rollout tokens/s" in out and "process max RSS" in out
     assert f"{s['tokens_per_s']:10.0f} tokens/s" in out and "compile" in out
@@ -70,6 +73,41 @@ def test_device_bench_can_measure_the_sft_step_alone(capsys):
                        "--sft-only"]) == 0
     out = capsys.readouterr().out
     assert "SFT step   [2 x 8]" in out and "GRPO" not in out and "rollout" not in out
+
+
+def test_the_sft_step_with_an_answer_window_counts_and_measures_the_head_on_w_positions(capsys):
+    """``--window W``: the pipeline's SFT loss, the LM head on the last W positions of each row; its
+    model FLOPs drop by the head's 6 D V at the T - W positions skipped."""
+    cfg = preset("tiny")
+    full = bench.device_bench("tiny", repeats=1, batch=2, seq=16, grpo_step=False)
+    win = bench.device_bench("tiny", repeats=1, batch=2, seq=16, grpo_step=False, window=4)
+    assert win["window"] == 4 and full["window"] is None
+    skipped = 6.0 * cfg.hidden_size * cfg.vocab_size * 2 * (16 - 4)
+    assert full["sft"]["model_flops"] - win["sft"]["model_flops"] == pytest.approx(skipped)
+    assert np.isfinite(win["sft"]["step_s"]) and win["sft"]["step_s"] > 0
+    assert bench.main(["--preset", "tiny", "--repeats", "1", "--batch", "2", "--seq", "8",
+                       "--sft-only", "--window", "3"]) == 0
+    assert "SFT step   [2 x 8, LM head on 3]" in capsys.readouterr().out
+    for bad in ("0", "8"):
+        assert bench.main(["--preset", "tiny", "--seq", "8", "--sft-only", "--window", bad]) == 2
+        assert "--window" in capsys.readouterr().err
+
+
+def test_the_windowed_train_step_is_the_pipelines_sft_loss():
+    """The bench's windowed loss equals ``sft.nll_sums`` (the pipeline's SFT loss) on the same rows
+    with the answer in the last W positions."""
+    from llm_check import sft
+
+    cfg = preset("tiny")
+    step, graphdef, params, opt_state = bench.jax_train_step(cfg, window=3)
+    ids = jax.random.randint(jax.random.key(0), (2, 10), 0, cfg.vocab_size, dtype=jnp.int32)
+    mask = jnp.ones_like(ids)
+    completion = jnp.zeros_like(ids).at[:, -3:].set(1)
+    model = nnx.merge(graphdef, params)
+    g2, p2, rest = sft.split_model(model)
+    nll, n = sft.nll_sums(g2, p2, rest, ids, mask, completion, 64, None)
+    _, _, loss = step(params, opt_state, ids, mask)
+    np.testing.assert_allclose(float(loss), float(nll.sum() / n.sum()), rtol=1e-6)
 
 
 def test_device_bench_rejects_unknown_presets_and_shapes():
