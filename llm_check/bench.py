@@ -456,6 +456,10 @@ def main(argv=None) -> int:
     dev.add_argument("--window", type=int, help="SFT step with the LM head on the last W positions "
                      "of each row only (the pipeline's answer window)")
     a = ap.parse_args(argv)
+    if not a.preset and (a.sft_only or a.window is not None):
+        print("python -m llm_check.bench: error: --sft-only and --window measure one device: "
+              "give --preset too", file=sys.stderr)
+        return 2
     if a.preset:
         shapes = {k: getattr(a, k) for k in ("batch", "seq", "prompts", "group", "prompt_len",
                                              "new_tokens")}

@@ -91,6 +91,8 @@ def test_the_sft_step_with_an_answer_window_counts_and_measures_the_head_on_w_po
     for bad in ("0", "8"):
         assert bench.main(["--preset", "tiny", "--seq", "8", "--sft-only", "--window", bad]) == 2
         assert "--window" in capsys.readouterr().err
+    assert bench.main(["--window", "3"]) == 2  # not silently ignored by the torch comparison
+    assert "give --preset" in capsys.readouterr().err
 
 
 def test_the_windowed_train_step_is_the_pipelines_sft_loss():
