@@ -5,7 +5,7 @@ CPU cores XLA uses:
 
 1. Training step: forward, backward and AdamW on a [B, T] batch. Ours: one ``jax.jit``-compiled
    pure function of (params, optimizer state) with both donated, the loss from
-   ``token_logprobs`` (chunked LM head). Theirs: ``Qwen3ForCausalLM(..., labels=ids).loss``,
+   SFT loss ``sft.nll_sums`` with every token a target (chunked LM head). Theirs: ``Qwen3ForCausalLM(..., labels=ids).loss``,
    ``backward()``, ``torch.optim.AdamW.step()`` (SDPA attention).
 2. Greedy sampling of N new tokens after a [B, P] prompt with the KV cache. Ours: ``sampling.sample``
    (prefill + ``lax.scan`` decode, compiled once). Theirs: ``model.generate`` with its KV cache and
@@ -46,9 +46,9 @@ import optax
 from flax import nnx
 
 from llm_check.config import Qwen3Config, preset
-from llm_check.logprobs import token_logprobs, window_logprobs
 from llm_check.model import ATTENTION, Qwen3
 from llm_check.sampling import sample
+from llm_check.sft import nll_sums, split_model
 from theory.errors import InputError
 
 BENCH_CONFIG = Qwen3Config(
@@ -69,23 +69,21 @@ def _median_time(fn, repeats: int) -> float:
 def jax_train_step(config, lr=1e-4, window: int | None = None, **model_kw):
     """(step, graphdef, params, opt_state), where ``step(params, opt_state, ids, mask)`` returns
     ``(params, opt_state, loss)`` and donates its inputs; ``nnx.merge(graphdef, params)`` is the model.
-    ``model_kw`` go to ``Qwen3`` (dtype, attention, scan_layers, remat). With ``window`` W the loss
-    is the pipeline's SFT loss on a W-token completion at the end of each row: the LM head runs on
-    those W positions only (``window_logprobs``)."""
+    ``model_kw`` go to ``Qwen3`` (dtype, attention, scan_layers, remat). The loss is the SFT
+    loss (``sft.nll_sums``, LM head in chunks of 128): every token is a target, or, with ``window``
+    W, a W-token completion at the end of each row, with the LM head on those W positions only (as
+    the pipeline's SFT step)."""
     model = Qwen3(config, rngs=nnx.Rngs(0), **model_kw)
-    graphdef, params = nnx.split(model, nnx.Param)
+    graphdef, params, rest = split_model(model)
     tx = optax.adamw(lr)
 
     @partial(jax.jit, donate_argnums=(0, 1))
     def step(params, opt_state, ids, mask):
+        completion = mask if window is None else jnp.zeros_like(mask).at[:, -window:].set(1)
+
         def loss_fn(p):
-            m = nnx.merge(graphdef, p)
-            if window is not None:
-                completion = jnp.zeros_like(mask).at[:, -window:].set(1)
-                lp, w_mask = window_logprobs(m, ids, mask, completion, window)
-                return -(lp * w_mask).sum() / w_mask.sum()
-            lp = token_logprobs(m, ids, mask)
-            return -(lp * mask[:, 1:]).sum() / mask[:, 1:].sum()
+            nll, n = nll_sums(graphdef, p, rest, ids, mask, completion, 128, window)
+            return nll.sum() / n.sum()
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)

@@ -66,23 +66,26 @@ class RMSNorm(nnx.Module):
         return (y * self.weight[...].astype(jnp.float32)).astype(x.dtype)
 
 
-class Linear(nnx.Module):
-    """Bias-free ``x @ kernel`` with kernel (in, out), cast to the compute dtype at use.
+def flat_matmul(x, w, **kw):
+    """``x @ w`` for x [..., in], w [in, out], with x flattened to [N, in] for the product. The
+    weight gradient is then a dot with one contracting dimension (N), which XLA:CPU runs straight
+    off the activations; with [B, T, in] it contracts two (B and T) and first writes a transposed
+    copy of the incoming gradient (13% of the CPU training step of ``python -m llm_check.bench``;
+    docs/benchmarks.md). ``kw`` go to ``jnp.matmul`` (``preferred_element_type``)."""
+    y = jnp.matmul(x.reshape(-1, x.shape[-1]), w, **kw)
+    return y.reshape(*x.shape[:-1], w.shape[-1])
 
-    ``x`` [..., in] is flattened to [N, in] for the product. The weight gradient is then a dot
-    with one contracting dimension (N), which XLA:CPU runs straight off the activations; with
-    [B, T, in] it contracts two (B and T) and first writes a transposed copy of the incoming
-    gradient (13% of the CPU training step of ``python -m llm_check.bench``; docs/benchmarks.md).
-    """
+
+class Linear(nnx.Module):
+    """Bias-free ``x @ kernel`` with kernel (in, out), cast to the compute dtype at use
+    (``flat_matmul``)."""
 
     def __init__(self, d_in: int, d_out: int, *, rngs: nnx.Rngs, dtype, param_dtype, std: float):
         self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), (d_in, d_out), param_dtype))
         self.dtype = dtype
 
     def __call__(self, x):
-        w = self.kernel[...].astype(self.dtype)
-        y = x.reshape(-1, x.shape[-1]).astype(self.dtype) @ w
-        return y.reshape(*x.shape[:-1], w.shape[-1])
+        return flat_matmul(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
 
 
 def rope(x, positions, theta: float):
@@ -245,15 +248,12 @@ class Qwen3(nnx.Module):
         return self.norm(x)
 
     def logits(self, hidden):
-        """float32 logits [..., V] from hidden states (tied: ``hidden @ embed_tokens.T``), with the
-        leading dimensions flattened for the product, as in ``Linear``."""
+        """float32 logits [..., V] from hidden states (tied: ``hidden @ embed_tokens.T``)."""
         if self.config.tie_word_embeddings:
             w = self.embed_tokens[...].astype(self.dtype).T
         else:
             w = self.lm_head.kernel[...].astype(self.dtype)
-        flat = hidden.reshape(-1, hidden.shape[-1]).astype(self.dtype)
-        out = jnp.matmul(flat, w, preferred_element_type=jnp.float32)
-        return out.reshape(*hidden.shape[:-1], w.shape[-1])
+        return flat_matmul(hidden.astype(self.dtype), w, preferred_element_type=jnp.float32)
 
     def __call__(self, tokens, positions=None, attention_mask=None):
         """float32 logits [B, T, V]; tokens int32 [B, T], attention_mask [B, T] (1 = real)."""

@@ -211,9 +211,9 @@ def test_the_lm_head_on_the_completion_window_gives_the_full_loss_and_gradient()
 def test_the_window_saves_the_lm_head_flops_at_qwen3_06b_shapes():
     """XLA's FLOP count of the compiled SFT step (abstract weights: nothing of 0.6B is made), at
     CoLA-like shapes (8 rows x 104 tokens, answer window 5): measured 2.91 -> 2.31 TFLOP (x0.794);
-    predicted x0.758 from 6N (0.44B layer weights at every position, the 0.156B head at T-1 or W
-    positions) plus 12 L H d T attention. Pinned to the measured ratio +-3%."""
-    from llm_check.bench import train_flops_per_token
+    predicted x0.756 by ``bench.sft_step_flops``: 6N (0.44B layer weights at every position, the
+    0.156B head at T or W positions) plus 12 L H d T attention. Pinned to the measured ratio +-3%."""
+    from llm_check.bench import sft_step_flops
 
     b, t, w = 8, 104, 5
     cfg = preset("qwen3-0.6b")
@@ -228,9 +228,7 @@ def test_the_window_saves_the_lm_head_flops_at_qwen3_06b_shapes():
         return (ca[0] if isinstance(ca, list) else ca)["flops"]
 
     full, win = flops(None), flops(w)
-    head = 6.0 * cfg.hidden_size * cfg.vocab_size
-    rest_per_token = train_flops_per_token(cfg, t) - head  # layers and attention
-    predicted = (b * t * rest_per_token + b * w * head) / (b * t * rest_per_token + b * (t - 1) * head)
+    predicted = sft_step_flops(cfg, b, t, w) / sft_step_flops(cfg, b, t)
     print(f"XLA: {full:.3e} -> {win:.3e} FLOP (x{win / full:.3f}); predicted x{predicted:.3f}")
     assert 0.77 < win / full < 0.82
-    assert abs(predicted - 0.758) < 0.005
+    assert abs(predicted - 0.756) < 0.005
