@@ -4,16 +4,19 @@ Same ~23M-parameter Qwen3 config on both sides, float32, ``torch.set_num_threads
 CPU cores XLA uses:
 
 1. Training step: forward, backward and AdamW on a [B, T] batch. Ours: one ``jax.jit``-compiled
-   pure function of (params, optimizer state) with both donated, the loss from
-   SFT loss ``sft.nll_sums`` with every token a target (chunked LM head). Theirs: ``Qwen3ForCausalLM(..., labels=ids).loss``,
+   pure function of (params, optimizer state), not donated (as the pipeline's SFT step), the loss
+   from ``sft.nll_sums`` with every token a target (chunked LM head). Theirs:
+   ``Qwen3ForCausalLM(..., labels=ids).loss``,
    ``backward()``, ``torch.optim.AdamW.step()`` (SDPA attention).
 2. Greedy sampling of N new tokens after a [B, P] prompt with the KV cache. Ours: ``sampling.sample``
    (prefill + ``lax.scan`` decode, compiled once). Theirs: ``model.generate`` with its KV cache and
    ``min_new_tokens = max_new_tokens`` so neither side stops early.
 
-Both sides are warmed up first (compilation is excluded), then each is timed ``--repeats`` times;
-the report gives medians, the ratio of train-step times (ours / theirs; budget <= 1.0, goal <= 0.5)
-and the ratio of sampling tokens/s (ours / theirs; budget >= 1.0, goal >= 2).
+Both sides are warmed up first (compilation is excluded), then timed in pairs, ours and theirs
+alternately, ``--repeats`` pairs (at least 3 for sampling), so that a change of load on a shared
+machine falls on both sides of a pair. The report gives median times and the medians of the
+paired ratios: train-step time (ours / theirs; budget <= 1.0, goal <= 0.5) and sampling tokens/s
+(ours / theirs; budget >= 1.0, goal >= 2).
 
 ``python -m llm_check.bench --preset qwen3-0.6b`` (or ``--preset tiny`` on a CPU) instead measures
 one device alone, no torch (``device_bench``): for an SFT step and a GRPO step it prints MFU against
@@ -66,9 +69,12 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def jax_train_step(config, lr=1e-4, window: int | None = None, **model_kw):
+def jax_train_step(config, lr=1e-4, window: int | None = None, donate: bool = False, **model_kw):
     """(step, graphdef, params, opt_state), where ``step(params, opt_state, ids, mask)`` returns
-    ``(params, opt_state, loss)`` and donates its inputs; ``nnx.merge(graphdef, params)`` is the model.
+    ``(params, opt_state, loss)``; ``nnx.merge(graphdef, params)`` is the model. With ``donate``
+    the step donates params and optimizer state, which saves their memory on an accelerator; on
+    XLA:CPU it is slower (it copies every donated parameter first; docs/benchmarks.md), and the
+    pipeline's SFT step (``sft.make_sft_step``) does not donate either.
     ``model_kw`` go to ``Qwen3`` (dtype, attention, scan_layers, remat). The loss is the SFT
     loss (``sft.nll_sums``, LM head in chunks of 128): every token is a target, or, with ``window``
     W, a W-token completion at the end of each row, with the LM head on those W positions only (as
@@ -77,7 +83,7 @@ def jax_train_step(config, lr=1e-4, window: int | None = None, **model_kw):
     graphdef, params, rest = split_model(model)
     tx = optax.adamw(lr)
 
-    @partial(jax.jit, donate_argnums=(0, 1))
+    @partial(jax.jit, donate_argnums=(0, 1) if donate else ())
     def step(params, opt_state, ids, mask):
         completion = mask if window is None else jnp.zeros_like(mask).at[:, -window:].set(1)
 
@@ -92,7 +98,23 @@ def jax_train_step(config, lr=1e-4, window: int | None = None, **model_kw):
     return step, graphdef, params, tx.init(params)
 
 
+def _paired(ours, theirs, repeats: int) -> tuple[float, float, float]:
+    """Time ``ours`` and ``theirs`` alternately (ours first, then theirs first, ...), so that a
+    change of machine load falls on both sides of a pair. Returns (median time of ours, median
+    time of theirs, median of the paired ratios ours / theirs)."""
+    a, b = [], []
+    for r in range(repeats):
+        for fn, times in ((ours, a), (theirs, b))[:: 1 if r % 2 == 0 else -1]:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(a), statistics.median(b), statistics.median(x / y for x, y in zip(a, b))
+
+
 def run(batch=4, seq=128, prompt=32, new_tokens=32, sample_batch=4, repeats=3, warmup=2) -> dict:
+    """The comparison with transformers + torch (module docstring). Each of our steps is timed
+    paired with torch's (``_paired``), for each torch thread count; the ratios are medians of the
+    paired ratios."""
     import torch
     from transformers import Qwen3Config as HFConfig, Qwen3ForCausalLM
 
@@ -101,12 +123,14 @@ def run(batch=4, seq=128, prompt=32, new_tokens=32, sample_batch=4, repeats=3, w
     rng = np.random.default_rng(0)
     ids = rng.integers(0, cfg.vocab_size, (batch, seq)).astype(np.int32)
     mask = np.ones_like(ids)
+    p_ids = rng.integers(1, cfg.vocab_size, (sample_batch, prompt)).astype(np.int32)
+    p_mask = np.ones_like(p_ids)
     res = {"config": {k: v for k, v in cfg.to_hf().items() if isinstance(v, (int, float))},
            "batch": batch, "seq": seq, "prompt": prompt, "new_tokens": new_tokens,
            "sample_batch": sample_batch, "repeats": repeats, "threads": threads,
            "jax": jax.__version__, "torch": torch.__version__}
 
-    # -- ours: training step
+    # -- ours: training step, and greedy sampling with no early stop (eos_id=-1)
     step, graphdef, params, opt_state = jax_train_step(cfg)
     res["params"] = int(sum(x.size for x in jax.tree.leaves(params)))
     ids_j, mask_j = jnp.asarray(ids), jnp.asarray(mask)
@@ -121,12 +145,7 @@ def run(batch=4, seq=128, prompt=32, new_tokens=32, sample_batch=4, repeats=3, w
     res["jax_compile_s"] = time.perf_counter() - t0
     for _ in range(warmup - 1):
         ours_train()
-    res["jax_train_s"] = _median_time(ours_train, repeats)
-
-    # -- sampling (greedy, no early stop on either side)
-    p_ids = rng.integers(1, cfg.vocab_size, (sample_batch, prompt)).astype(np.int32)
-    p_mask = np.ones_like(p_ids)
-    model = nnx.merge(graphdef, state[0])  # the trained parameters
+    model = nnx.merge(graphdef, state[0])  # the trained parameters (not donated: they stay valid)
 
     def ours_sample():
         out = sample(model, p_ids, p_mask, jax.random.key(0), max_new_tokens=new_tokens,
@@ -135,9 +154,8 @@ def run(batch=4, seq=128, prompt=32, new_tokens=32, sample_batch=4, repeats=3, w
 
     for _ in range(warmup):
         ours_sample()
-    res["jax_sample_s"] = _median_time(ours_sample, max(3, repeats // 2))
 
-    # -- theirs: the same config, trained and sampled with torch threads = XLA's, then 1 thread
+    # -- theirs: the same config, with torch threads = XLA's, then 1 thread
     hf_cfg = HFConfig(**{k: v for k, v in cfg.to_hf().items()
                          if k not in ("model_type", "architectures", "torch_dtype", "rope_theta")})
     hf = Qwen3ForCausalLM(hf_cfg).to(torch.float32)
@@ -146,39 +164,39 @@ def run(batch=4, seq=128, prompt=32, new_tokens=32, sample_batch=4, repeats=3, w
     p_t = torch.tensor(p_ids, dtype=torch.long)
 
     def torch_train():
+        hf.train()
         loss = hf(input_ids=ids_t, attention_mask=mask_t, labels=ids_t).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     def torch_sample():
+        hf.eval()
         with torch.no_grad():
             hf.generate(input_ids=p_t, attention_mask=torch.ones_like(p_t), do_sample=False,
                         max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0,
                         eos_token_id=None, use_cache=True)
 
     n = sample_batch * new_tokens
-    res["jax_tokens_per_s"] = n / res["jax_sample_s"]
     for t in sorted({threads, 1}, reverse=True):
         torch.set_num_threads(t)
-        hf.train()
         for _ in range(warmup):
             torch_train()
-        train_s = _median_time(torch_train, repeats)
-        hf.eval()
-        for _ in range(warmup):
             torch_sample()
-        sample_s = _median_time(torch_sample, max(3, repeats // 2))
+        ours_s, train_s, train_ratio = _paired(ours_train, torch_train, repeats)
+        ours_sample_s, sample_s, time_ratio = _paired(ours_sample, torch_sample, max(3, repeats))
         res[f"torch_{t}t"] = {"train_s": train_s, "sample_s": sample_s, "tokens_per_s": n / sample_s,
-                              "train_ratio": res["jax_train_s"] / train_s,
-                              "sample_ratio": res["jax_tokens_per_s"] / (n / sample_s)}
+                              "jax_train_s": ours_s, "jax_sample_s": ours_sample_s,
+                              "train_ratio": train_ratio, "sample_ratio": 1.0 / time_ratio}
     same = res[f"torch_{threads}t"]
-    best_train = min(res[f"torch_{t}t"]["train_s"] for t in {threads, 1})
-    best_tps = max(res[f"torch_{t}t"]["tokens_per_s"] for t in {threads, 1})
-    res.update(torch_train_s=same["train_s"], torch_tokens_per_s=same["tokens_per_s"],
-               train_ratio=same["train_ratio"], sample_ratio=same["sample_ratio"],
-               train_ratio_vs_best_torch=res["jax_train_s"] / best_train,
-               sample_ratio_vs_best_torch=res["jax_tokens_per_s"] / best_tps)
+    res.update(jax_train_s=same["jax_train_s"], jax_sample_s=same["jax_sample_s"],
+               jax_tokens_per_s=n / same["jax_sample_s"], torch_train_s=same["train_s"],
+               torch_tokens_per_s=same["tokens_per_s"], train_ratio=same["train_ratio"],
+               sample_ratio=same["sample_ratio"],
+               # against the faster torch setting: the larger train ratio, the smaller sampling one
+               train_ratio_vs_best_torch=max(res[f"torch_{t}t"]["train_ratio"] for t in {threads, 1}),
+               sample_ratio_vs_best_torch=min(res[f"torch_{t}t"]["sample_ratio"]
+                                              for t in {threads, 1}))
     return res
 
 
@@ -370,7 +388,8 @@ def device_bench(preset_name: str = "tiny", *, dtype: str | None = None, attenti
     ids = jnp.asarray(rng.integers(0, cfg.vocab_size, (b, t)), jnp.int32)
     mask = jnp.ones((b, t), jnp.int32)
     att = auto_attention(on_gpu) if attention == "auto" else attention
-    step, graphdef, params, opt_state = jax_train_step(cfg, attention=att, window=window, **kw)
+    step, graphdef, params, opt_state = jax_train_step(cfg, attention=att, window=window,
+                                                       donate=True, **kw)  # device memory
     sft, compile_s = _timed_compile(step, params, opt_state, ids, mask)
     res["attention"] = att
     res["params"] = int(sum(x.size for x in jax.tree.leaves(params)))

@@ -111,6 +111,56 @@ def test_the_windowed_train_step_runs_the_lm_head_on_the_window_only():
     assert flops(None) - flops(w) > 0.9 * saved
 
 
+def test_the_train_step_donates_only_when_asked():
+    """The CPU comparison's step keeps its inputs (as the pipeline's SFT step); ``donate=True`` (the
+    device bench) gives them to the step. Both compute the same update."""
+    cfg = preset("tiny")
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 16)), jnp.int32)
+    out = {}
+    for donate in (False, True):
+        step, _, params, opt_state = bench.jax_train_step(cfg, donate=donate)
+        leaf = jax.tree.leaves(params)[0]
+        new_params, _, loss = step(params, opt_state, ids, jnp.ones_like(ids))
+        assert leaf.is_deleted() == donate
+        out[donate] = (float(loss), jax.tree.leaves(new_params))
+    assert out[False][0] == out[True][0]
+    for a, b in zip(out[False][1], out[True][1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_torch_comparison_times_the_two_sides_in_alternating_pairs(monkeypatch):
+    """``_paired``: ours, theirs, then theirs, ours, ...; the ratio is the median of the per-pair
+    ratios (0.5, 0.5, 1.0 here), not the ratio of the medians (2 / 3)."""
+    clock, order = [0.0], []
+    seconds = iter([1.0, 2.0, 4.0, 2.0, 3.0, 3.0])  # by call: pairs (1, 2), (2, 4), (3, 3)
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+
+    def timed(name):
+        def fn():
+            clock[0] += next(seconds)
+            order.append(name)
+        return fn
+
+    ours_s, theirs_s, ratio = bench._paired(timed("ours"), timed("theirs"), 3)
+    assert order == ["ours", "theirs", "theirs", "ours", "ours", "theirs"]
+    assert (ours_s, theirs_s, ratio) == (2.0, 3.0, 0.5)
+
+
+@pytest.mark.slow
+def test_the_torch_comparison_runs_end_to_end():
+    """``python -m llm_check.bench`` (needs torch and transformers, not in the test extra), at
+    small shapes: every figure is there; with one training pair its ratio is that pair's."""
+    pytest.importorskip("transformers")
+    r = bench.run(batch=1, seq=16, prompt=4, new_tokens=3, sample_batch=1, repeats=1, warmup=1)
+    for t in {r["threads"], 1}:
+        side = r[f"torch_{t}t"]
+        assert side["train_ratio"] == pytest.approx(side["jax_train_s"] / side["train_s"])
+        assert side["sample_ratio"] > 0 and side["sample_s"] > 0  # 3 pairs: a median of ratios
+    assert r["train_ratio_vs_best_torch"] >= r["train_ratio"] > 0
+    assert 0 < r["sample_ratio_vs_best_torch"] <= r["sample_ratio"]
+    assert r["jax_tokens_per_s"] == pytest.approx(3 / r["jax_sample_s"])
+
+
 def test_device_bench_rejects_unknown_presets_and_shapes():
     with pytest.raises(InputError, match="preset 'qwen3-7b'"):
         bench.device_bench("qwen3-7b")

@@ -137,7 +137,7 @@ def test_qwen3_06b_preset_forward_and_training_step_on_cpu():
     from llm_check.bench import jax_train_step
 
     cfg = preset("qwen3-0.6b")
-    step, graphdef, params, opt_state = jax_train_step(cfg)
+    step, graphdef, params, opt_state = jax_train_step(cfg, donate=True)  # memory
     model = nnx.merge(graphdef, params)
     ids = jax.random.randint(jax.random.key(0), (1, 256), 0, cfg.vocab_size, dtype=jnp.int32)
     mask = jnp.ones_like(ids)
