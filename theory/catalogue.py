@@ -78,9 +78,9 @@ PROVED_FOR = {
     "grpo.baseline": "any G, any n (score mean 0; the 1/G self-term; RLOO); enumeration at n = 2, 3, G = 2, 3",
     "grpo.onpolicy": "one token and two sequences, exactly",
     "kl.k3": "any n, any prompts; k3 >= 0 pointwise proved",
-    "kl.grad": "any n (theory.indexed); n = 2 with explicit logits",
+    "kl.grad": "any n (theory.sums); n = 2 with explicit logits",
     "kl.token": "a 2-token, 3-symbol policy by exact enumeration",
-    "grpo.fixedpoint": "any n and symbolic G (theory.indexed); the conditional-independence premise by enumeration",
+    "grpo.fixedpoint": "any n and symbolic G (theory.sums); the conditional-independence premise by enumeration",
     "thm31.path": "the ODE for any n; the path identities at n = 2, 3",
 }
 

@@ -9,7 +9,7 @@ grpo.baseline; m(s) for std division, below) and a KL term of weight β:
 - exact KL gradient (k2 as a loss, or k1 in the reward; kl.grad): U_j = c p_j (r_j − J) − β ∇_j KL(p‖ref);
 - k3 as a loss (kl.grad): U_j = c p_j (r_j − J) − β (p_j − ref_j) = c p_j (r_j − J) − β ∇_j KL(ref‖p).
 
-Proved for a **symbolic number of responses n** and symbolic G (``theory.indexed``):
+Proved for a **symbolic number of responses n** and symbolic G (``theory.sums``):
 
 (a) RLOO + exact KL: U = 0 at the Gibbs tilt p* = ref e^{r/β}/Z (in log form: log p_i − log ref_i =
     r_i/β − log Z); (b) group mean: U = 0 at the tilt at β G/(G − 1); (c) k3: U = 0 at
@@ -38,12 +38,12 @@ import sympy as sp
 
 from theory import closed_forms as cf
 from theory import derivation as d
-from theory import indexed as ix
-from theory.kl_gradients import expected_loss_gradient, k2, k3, p, ref, rw, score
+from theory.kl_gradients import (any_n, expected_loss_gradient, i, j, k2, k3, p, ref, rw, score,
+                                 total)
 from theory.objectives import tilt
 from theory.symbols import G, beta, prob_vector
 
-i, j, k = ix.i, ix.j, sp.Symbol("k", integer=True, positive=True)
+k = sp.Symbol("k", integer=True, positive=True)
 bprime = sp.Symbol("beta_prime", positive=True)   # the effective KL weight of a fixed point
 logz = sp.Symbol("logZ", real=True)
 cgain = sp.Symbol("c", positive=True)             # the expected policy-gradient factor of the advantage
@@ -53,7 +53,7 @@ a0, a1 = sp.symbols("a0 a1", real=True)
 
 def _update(c, kl_gradient):
     """U_j = c p_j (r_j − J) − β ∇_j(KL)."""
-    expected_pg = ix.total(p[i] * rw[i] * score(i, j))     # E_p[r ∇log p] = ∇J (softmax.pg)
+    expected_pg = total(p[i] * rw[i] * score(i, j))     # E_p[r ∇log p] = ∇J (softmax.pg)
     return c * expected_pg - beta * kl_gradient
 
 
@@ -77,43 +77,41 @@ def check_fixedpoint(group_beta: Callable = lambda b, g: b * g / (g - 1),
     steps = []
     exact_kl = expected_loss_gradient(k2)          # = ∇KL(p‖ref) (kl.grad)
     # (a) RLOO (c = 1) at the tilt at beta.
-    steps.append(ix.identity("(a) RLOO + exact KL gradient: U = 0 at the tilt p* = ref e^{r/beta}/Z (symbolic n)",
-                             _at_tilt(_update(1, exact_kl), beta), 0,
-                             "U_j = p_j (r_j - J) - beta p_j (r_j/beta - log Z - E_p[r/beta - log Z]) = 0",
-                             probs=probs))
+    steps.append(any_n("(a) RLOO + exact KL gradient: U = 0 at the tilt p* = ref e^{r/beta}/Z (symbolic n)",
+                       _at_tilt(_update(1, exact_kl), beta), 0,
+                       "U_j = p_j (r_j - J) - beta p_j (r_j/beta - log Z - E_p[r/beta - log Z]) = 0",
+                       probs=probs))
     # (b) group mean (c = 1 - 1/G) at the tilt at the claimed beta'.
-    steps.append(ix.identity("(b) group mean: U = 0 at the tilt at the claimed beta' (symbolic n, G)",
-                             _at_tilt(_update(1 - 1 / G, exact_kl), group_beta(beta, G)), 0,
-                             "U_j = p_j (r_j - J)(1 - 1/G - beta/beta'), zero iff beta' = beta G/(G - 1)",
-                             probs=probs))
+    steps.append(any_n("(b) group mean: U = 0 at the tilt at the claimed beta' (symbolic n, G)",
+                       _at_tilt(_update(1 - 1 / G, exact_kl), group_beta(beta, G)), 0,
+                       "U_j = p_j (r_j - J)(1 - 1/G - beta/beta'), zero iff beta' = beta G/(G - 1)",
+                       probs=probs))
     # (c) k3 as a loss (RLOO): ref_y = p_y (beta + J - r_y)/beta is the claimed form, solved for ref.
-    jv = ix.total(p[k] * rw[k], k)
+    jv = total(p[k] * rw[k], k)
     ref_of_p = {ref[i]: p[i] * (beta + jv - rw[i]) / beta}
     k3_grad = expected_loss_gradient(k3)
-    steps.append(ix.identity("(c) k3 loss: U = 0 at p_y = beta ref_y/(beta + J - r_y) (symbolic n)",
-                             sp.expand(_update(1, k3_grad)).xreplace(ref_of_p), 0,
-                             "E grad k3 = p_j - ref_j (kl.grad); p_j (r_j - J) - beta p_j + p_j (beta + J - r_j) = 0",
-                             probs=probs))
-    steps.append(ix.identity("(c) that ref sums to 1 iff J = E_p r (symbolic n)",
-                             ix.total(p[i] * (beta + jv - rw[i]) / beta), 1,
-                             "sum_i p_i (beta + J - r_i) = beta + J - E_p r", probs=probs))
-    steps.append(ix.identity("(c) Lagrange: d/dp_y [E_p r - beta KL(ref||p)] = r_y + beta ref_y/p_y = beta + J",
-                             (rw[j] + beta * ref[j] / p[j]).xreplace({ref[j]: p[j] * (beta + jv - rw[j]) / beta}),
-                             beta + jv, "constant in y: stationary on the simplex; the Hessian -beta ref_y/p_y^2 "
-                             "is negative definite, so it is the unique maximizer", probs=probs))
+    steps.append(any_n("(c) k3 loss: U = 0 at p_y = beta ref_y/(beta + J - r_y) (symbolic n)",
+                       sp.expand(_update(1, k3_grad)).xreplace(ref_of_p), 0,
+                       "E grad k3 = p_j - ref_j (kl.grad); p_j (r_j - J) - beta p_j + p_j (beta + J - r_j) = 0",
+                       probs=probs))
+    steps.append(any_n("(c) that ref sums to 1 iff J = E_p r (symbolic n)",
+                       total(p[i] * (beta + jv - rw[i]) / beta), 1,
+                       "sum_i p_i (beta + J - r_i) = beta + J - E_p r", probs=probs))
+    steps.append(any_n("(c) Lagrange: d/dp_y [E_p r - beta KL(ref||p)] = r_y + beta ref_y/p_y = beta + J",
+                       (rw[j] + beta * ref[j] / p[j]).xreplace({ref[j]: p[j] * (beta + jv - rw[j]) / beta}),
+                       beta + jv, "constant in y: stationary on the simplex; the Hessian -beta ref_y/p_y^2 "
+                       "is negative definite, so it is the unique maximizer", probs=probs))
     # (d) std division: the conditional-independence identity for symbolic n ...
-    grad_s = ix.total(bin_[i] * p[i] * score(i, j))   # ∇_j Σ_i p_i b_i through the softmax Jacobian
-    steps.append(ix.identity("(d) E[A_i grad log p(y_i)] = (a1 - a0) grad s when A_i depends on y_i via r_i only",
-                             ix.total(p[i] * (a0 + (a1 - a0) * bin_[i]) * score(i, j)), (a1 - a0) * grad_s,
-                             "A = a0 + (a1 - a0) b exactly for b in {0, 1}; E[score] = 0 kills a0", probs=probs))
-    steps.append(ix.identity("(d) ... and then beta' = beta/m: U = 0 at the tilt at beta/m (symbolic n)",
-                             _at_tilt(_update(cgain, exact_kl), beta / cgain), 0,
-                             "(b) with c = m(s*) evaluated at the fixed point", probs=probs))
-    result = d.Result("grpo.fixedpoint", tuple(steps))
-    enum = d.verify("grpo.fixedpoint", _std_enumeration(multiplier) + _closed_form_steps(group_beta, k3_point,
-                                                                                         multiplier),
+    grad_s = total(bin_[i] * p[i] * score(i, j))   # ∇_j Σ_i p_i b_i through the softmax Jacobian
+    steps.append(any_n("(d) E[A_i grad log p(y_i)] = (a1 - a0) grad s when A_i depends on y_i via r_i only",
+                       total(p[i] * (a0 + (a1 - a0) * bin_[i]) * score(i, j)), (a1 - a0) * grad_s,
+                       "A = a0 + (a1 - a0) b exactly for b in {0, 1}; E[score] = 0 kills a0", probs=probs))
+    steps.append(any_n("(d) ... and then beta' = beta/m: U = 0 at the tilt at beta/m (symbolic n)",
+                       _at_tilt(_update(cgain, exact_kl), beta / cgain), 0,
+                       "(b) with c = m(s*) evaluated at the fixed point", probs=probs))
+    return d.verify("grpo.fixedpoint", steps + _std_enumeration(multiplier)
+                    + _closed_form_steps(group_beta, k3_point, multiplier),
                     simplices=[prob_vector("e", 3), prob_vector("f", 2)])
-    return d.Result("grpo.fixedpoint", result.steps + enum.steps)
 
 
 # ------------------------------------------------------------------------ (d) by exact enumeration

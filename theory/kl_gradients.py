@@ -2,7 +2,7 @@
 
 Claims: ``kl.grad`` [standard], ``kl.token`` [standard].
 
-kl.grad is proved for a **symbolic number of responses n** (``theory.indexed``): a tabular softmax
+kl.grad is proved for a **symbolic number of responses n** (``theory.sums``): a tabular softmax
 policy p = softmax(θ) has score ∇_{θ_j} log p_i = δ_ij − p_j, so for a per-sample loss k(log p_y, log
 ref_y) differentiated through log p only,
 
@@ -10,7 +10,7 @@ ref_y) differentiated through log p only,
 
 and the gradient of a function Σ_i f(p_i) of the probabilities is Σ_i f'(p_i) p_i (δ_ij − p_j) (the
 softmax Jacobian, softmax.fisher). ``∂k/∂logp`` and ``f'`` are computed by sympy from the estimator
-and the divergence; the sums are reduced by the normalizer. For n = 2 the same statements are
+and the divergence; the sums are reduced by the sum normalizer (``any_n``). For n = 2 the same statements are
 also checked with the explicit softmax of logit symbols, differentiated by sympy (no Jacobian rule).
 
 kl.token is checked on a 2-token policy over 3 symbols (12 conditional probabilities: a first-token
@@ -28,7 +28,8 @@ from typing import Callable
 import sympy as sp
 
 from theory import derivation as d
-from theory import indexed as ix
+from theory import sums
+from theory.generic import n
 from theory.symbols import prob_vector
 
 p = sp.IndexedBase("p", positive=True)       # the policy (sampling distribution)
@@ -36,6 +37,19 @@ ref = sp.IndexedBase("pi", positive=True)    # the reference
 rw = sp.IndexedBase("r", real=True)          # rewards
 _lp, _lr = sp.symbols("lp lr", real=True)    # placeholders of log p_y, log ref_y
 _x = sp.Symbol("x", positive=True)           # placeholder of p_y
+i, j = sp.symbols("i j", integer=True, positive=True)  # the summed response, one fixed response
+
+
+def total(body, index=i):
+    """Σ_{index=1}^{n} body."""
+    return sp.Sum(body, (index, 1, n))
+
+
+def any_n(name, lhs, rhs, why, probs=(p, ref)) -> d.Step:
+    """``lhs = rhs`` for every n and every fixed response j (``theory.sums``), with Σ_i b_i = 1 for
+    each base b in ``probs``; cross-checked at n = 3, j = 2."""
+    return d.sum_equal(name, lhs, rhs, why, facts=tuple(sums.sums_to_one(b, n) for b in probs),
+                       sizes=(n, j), probs=tuple(probs))
 
 
 def k1(logp, logref):
@@ -57,14 +71,14 @@ def score(a, b):
 
 def expected_loss_gradient(k: Callable):
     """E_{y∼p}[∇_{θ_j} k(log p_y, log ref_y)], differentiated through log p only (on-policy)."""
-    dk = sp.diff(k(_lp, _lr), _lp).xreplace({_lp: sp.log(p[ix.i]), _lr: sp.log(ref[ix.i])})
-    return ix.total(p[ix.i] * dk * score(ix.i, ix.j))
+    dk = sp.diff(k(_lp, _lr), _lp).xreplace({_lp: sp.log(p[i]), _lr: sp.log(ref[i])})
+    return total(p[i] * dk * score(i, j))
 
 
 def gradient_through_softmax(summand: Callable):
     """∇_{θ_j} Σ_i summand(p_i, i): Σ_i summand'(p_i) p_i (δ_ij − p_j)."""
-    df = sp.diff(summand(_x, ix.i), _x).xreplace({_x: p[ix.i]})
-    return ix.total(df * p[ix.i] * score(ix.i, ix.j))
+    df = sp.diff(summand(_x, i), _x).xreplace({_x: p[i]})
+    return total(df * p[i] * score(i, j))
 
 
 def kl_forward(x, k):     # summand of KL(p || ref)
@@ -78,7 +92,7 @@ def kl_reverse(x, k):     # summand of KL(ref || p)
 def reward_pg_kl():
     """k1 placed in the reward: E[(−(log p_y − log ref_y)) ∇log p_y] with the reward held fixed; returns
     the gradient of the *penalty* (minus this), to compare with ∇KL."""
-    return ix.total(p[ix.i] * (sp.log(p[ix.i]) - sp.log(ref[ix.i])) * score(ix.i, ix.j))
+    return total(p[i] * (sp.log(p[i]) - sp.log(ref[i])) * score(i, j))
 
 
 TRUE_GRADIENTS = {"k1": "zero", "k2": "forward", "k3": "reverse", "k1_reward": "forward"}
@@ -124,8 +138,7 @@ def check_grad(claimed: dict | None = None) -> d.Result:
     or ``reverse`` (∇KL(ref‖p)).
     """
     claimed = {**TRUE_GRADIENTS, **(claimed or {})}
-    probs = (p, ref)
-    symbolic = []
+    steps, simplices = [], []
     lhs_of = {"k1": expected_loss_gradient(k1), "k2": expected_loss_gradient(k2),
               "k3": expected_loss_gradient(k3), "k1_reward": reward_pg_kl()}
     why = {"k1": "dk1/dlogp = 1 and E_p[score] = sum_i p_i (delta_ij - p_j) = p_j - p_j = 0",
@@ -133,11 +146,10 @@ def check_grad(claimed: dict | None = None) -> d.Result:
            "k3": "dk3/dlogp = 1 - ref/p, so E = sum_i (p_i - ref_i)(delta_ij - p_j) = p_j - ref_j = grad KL(ref||p)",
            "k1_reward": "the fixed reward log(p/ref) times the score: the k2 computation"}
     for name in ("k1", "k2", "k3", "k1_reward"):
-        symbolic.append(ix.identity(f"symbolic n: E_p[grad {name}] = grad {claimed[name]}", lhs_of[name],
-                                    _target(claimed[name]), why[name], probs=probs))
-    steps, simplices = [], []
-    for n in (2,):
-        more, refv = _explicit(n, claimed)
+        steps.append(any_n(f"symbolic n: E_p[grad {name}] = grad {claimed[name]}", lhs_of[name],
+                              _target(claimed[name]), why[name]))
+    for size in (2,):
+        more, refv = _explicit(size, claimed)
         steps += more
         simplices.append(refv)
     explicit = d.verify("kl.grad", steps, simplices=simplices)
@@ -149,7 +161,7 @@ def check_grad(claimed: dict | None = None) -> d.Result:
     gap = d.verify("kl.grad", [d.at_least("n=2 instance: grad KL(p||ref) != grad KL(ref||p) (entry 1)",
                                           sp.Abs(fwd - rev), sp.Rational(1, 100),
                                           "p = (1/2, 1/2), ref = (1/4, 3/4): 0.275 vs 0.25")])
-    return d.Result("kl.grad", tuple(symbolic) + explicit.steps + gap.steps)
+    return d.Result("kl.grad", explicit.steps + gap.steps)
 
 
 # ------------------------------------------------------------------------------------------ kl.token
