@@ -14,6 +14,7 @@ from flax import nnx
 from llm_check.config import preset
 from llm_check.logprobs import token_logprobs, token_logprobs_and_entropy
 from llm_check.model import Qwen3, default_positions, rope
+from tests.jaxprs import CHECKPOINT, count, equations
 
 pytestmark = pytest.mark.usefixtures("f32")
 
@@ -262,17 +263,6 @@ def test_an_unknown_attention_implementation_is_rejected():
         make_model(attention="flash")
 
 
-def _equations(jaxpr):
-    """Every equation of a jaxpr and of the jaxprs inside it (scan, remat, pjit, custom rules)."""
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for v in eqn.params.values():
-            for sub in v if isinstance(v, (tuple, list)) else (v,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    yield from _equations(inner)
-
-
 def _train_jaxpr(model, ids, mask, chunk_size=64):
     graphdef, params = nnx.split(model, nnx.Param)
 
@@ -290,7 +280,7 @@ def test_every_product_of_the_training_step_contracts_one_dimension(scan):
     a transposed copy of every weight gradient's input first: 13% of the CPU train step
     (docs/benchmarks.md). Attention's products have batch dimensions and contract one too."""
     ids, left, _ = batch()
-    dots = [e for e in _equations(_train_jaxpr(make_model(scan_layers=scan), ids, left))
+    dots = [e for e in equations(_train_jaxpr(make_model(scan_layers=scan), ids, left))
             if e.primitive.name == "dot_general"]
     assert len(dots) >= 3 * 9  # forward, input and weight gradients of 7 projections + attention
     for e in dots:
@@ -305,8 +295,7 @@ def test_the_lm_head_is_recomputed_only_when_the_sequence_takes_several_chunks()
     model = make_model()
 
     def checkpoints(chunk_size):
-        return sum(e.primitive.name in ("checkpoint", "remat2")  # jax.checkpoint's, by version
-                   for e in _equations(_train_jaxpr(model, ids, left, chunk_size)))
+        return count(_train_jaxpr(model, ids, left, chunk_size), CHECKPOINT)
 
     assert checkpoints(T - 1) == 0 and checkpoints(64) == 0
     assert checkpoints(4) >= 1
