@@ -12,6 +12,8 @@ written with Orbax (``orbax.checkpoint.CheckpointManager``) under ``ROOT/<step>/
   (the freshly built params and optimizer state of the resuming run), so a state saved by 2
   processes x 2 devices resumes on 1 process x 4 devices and the reverse; values come back bit
   for bit;
+- checked before it is read: a step whose tensors differ from the template's in name, shape or
+  dtype (Orbax's metadata, ``_check_stored``) is an ``InputError`` naming the first such tensor;
 - only the newest step is kept (``max_to_keep=1``).
 
 **A stage's final weights** (``save_checkpoint`` / ``load_checkpoint``, the ``final`` folder the
@@ -123,7 +125,8 @@ def load_checkpoint(path: str, templates: dict) -> tuple[dict, dict]:
 
 def _manager(root: str, *, create: bool = True) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
-        os.path.abspath(root), item_names=("state", "meta"),
+        os.path.abspath(root),
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=create,
                                              enable_async_checkpointing=False))
 
@@ -150,12 +153,37 @@ def latest_state(root: str) -> int | None:
         return mngr.latest_step()
 
 
+def _check_stored(where: str, mngr: ocp.CheckpointManager, step: int, abstract) -> None:
+    """Compare the stored arrays' names, shapes and dtypes (Orbax's metadata, no array is read)
+    with ``abstract``'s; a difference is an ``InputError`` that names the first tensor. Orbax's
+    own restore would fail too, but inside its concurrent reads, whose unfinished tasks then
+    outlive the error."""
+    if step not in mngr.all_steps():
+        raise InputError(f"{where}: cannot restore the training state (no step {step}; steps "
+                         f"found: {list(mngr.all_steps()) or 'none'})")
+    stored = ocp.tree.to_flat_dict(mngr.item_metadata(step)["state"].tree, sep=".")
+    want = ocp.tree.to_flat_dict(abstract, sep=".")
+    for name in sorted(set(want) | set(stored)):
+        if name not in stored:
+            raise InputError(f"{where}: cannot restore the training state (tensor {name} is "
+                             "missing)")
+        if name not in want:
+            raise InputError(f"{where}: cannot restore the training state (unexpected tensor "
+                             f"{name}: the run's state has another structure)")
+        got, like = stored[name], want[name]
+        if tuple(got.shape) != tuple(like.shape) or np.dtype(got.dtype) != np.dtype(like.dtype):
+            raise InputError(f"{where}: cannot restore the training state (tensor {name} has "
+                             f"shape {tuple(got.shape)} {np.dtype(got.dtype)}, expected "
+                             f"{tuple(like.shape)} {np.dtype(like.dtype)})")
+
+
 def restore_state(root: str, step: int, template) -> tuple[object, dict]:
     """(state, meta) of step ``step`` under ``root``, restored with the structure, shapes, dtypes
     and shardings of ``template``; a checkpoint that does not match it is an ``InputError``."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
     try:
         with _manager(root, create=False) as mngr:
+            _check_stored(f"{root}/{step}", mngr, step, abstract)
             got = mngr.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     except (ValueError, KeyError, TypeError, FileNotFoundError, OSError) as e:

@@ -87,11 +87,15 @@ def test_bad_training_state_is_an_input_error(tmp_path):
     ckpt.save_state(root, 2, {"params": params, "opt_state": state}, {"step": 2})
     wrong = {"params": {"layer": {"kernel": jnp.zeros((3, 2)), "scale": jnp.ones(3)}},
              "opt_state": state}
-    with pytest.raises(InputError, match="cannot restore the training state"):
+    # checked against Orbax's metadata before any array is read; the message names the tensor
+    with pytest.raises(InputError, match=r"training state \(tensor params\.layer\.kernel has "
+                       r"shape \(2, 3\) float32, expected \(3, 2\) float32\)"):
         ckpt.restore_state(root, 2, wrong)
-    with pytest.raises(InputError, match="cannot restore the training state"):
+    with pytest.raises(InputError, match=r"training state \(unexpected tensor opt_state\."):
         ckpt.restore_state(root, 2, {"params": params})
-    with pytest.raises(InputError, match="cannot restore the training state"):
+    with pytest.raises(InputError, match=r"training state \(tensor more\.\S+ is missing"):
+        ckpt.restore_state(root, 2, {"params": params, "opt_state": state, "more": state})
+    with pytest.raises(InputError, match=r"training state \(no step 3; steps found: \[2\]\)"):
         ckpt.restore_state(root, 3, {"params": params, "opt_state": state})
 
 
