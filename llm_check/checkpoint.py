@@ -157,12 +157,17 @@ def _check_stored(where: str, mngr: ocp.CheckpointManager, step: int, abstract) 
     """Compare the stored arrays' names, shapes and dtypes (Orbax's metadata, no array is read)
     with ``abstract``'s; a difference is an ``InputError`` that names the first tensor. Orbax's
     own restore would fail too, but inside its concurrent reads, whose unfinished tasks then
-    outlive the error."""
+    outlive the error. Dtypes must match exactly: a float32 state does not restore into a
+    bfloat16 template (the pipeline's master weights and optimizer state are always float32)."""
     if step not in mngr.all_steps():
         raise InputError(f"{where}: cannot restore the training state (no step {step}; steps "
                          f"found: {list(mngr.all_steps()) or 'none'})")
-    stored = ocp.tree.to_flat_dict(mngr.item_metadata(step)["state"].tree, sep=".")
-    want = ocp.tree.to_flat_dict(abstract, sep=".")
+    meta = mngr.item_metadata(step)["state"]
+    if meta is None or getattr(meta, "tree", None) is None:
+        raise InputError(f"{where}: cannot restore the training state (its metadata is missing)")
+    # empty nodes (optax's EmptyState, None) are kept, so that a missing one is found here too
+    stored = ocp.tree.to_flat_dict(meta.tree, sep=".", keep_empty_nodes=True)
+    want = ocp.tree.to_flat_dict(abstract, sep=".", keep_empty_nodes=True)
     for name in sorted(set(want) | set(stored)):
         if name not in stored:
             raise InputError(f"{where}: cannot restore the training state (tensor {name} is "
@@ -171,6 +176,11 @@ def _check_stored(where: str, mngr: ocp.CheckpointManager, step: int, abstract) 
             raise InputError(f"{where}: cannot restore the training state (unexpected tensor "
                              f"{name}: the run's state has another structure)")
         got, like = stored[name], want[name]
+        if not (hasattr(got, "shape") and hasattr(like, "shape")):  # an empty node
+            if hasattr(got, "shape") or hasattr(like, "shape"):
+                raise InputError(f"{where}: cannot restore the training state (tensor {name}: "
+                                 "the run's state has another structure)")
+            continue
         if tuple(got.shape) != tuple(like.shape) or np.dtype(got.dtype) != np.dtype(like.dtype):
             raise InputError(f"{where}: cannot restore the training state (tensor {name} has "
                              f"shape {tuple(got.shape)} {np.dtype(got.dtype)}, expected "
@@ -186,6 +196,8 @@ def restore_state(root: str, step: int, template) -> tuple[object, dict]:
             _check_stored(f"{root}/{step}", mngr, step, abstract)
             got = mngr.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    except InputError:  # _check_stored's, already worded (InputError is a ValueError)
+        raise
     except (ValueError, KeyError, TypeError, FileNotFoundError, OSError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise InputError(f"{root}/{step}: cannot restore the training state ({first})") from None

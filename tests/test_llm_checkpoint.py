@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -88,15 +89,22 @@ def test_bad_training_state_is_an_input_error(tmp_path):
     wrong = {"params": {"layer": {"kernel": jnp.zeros((3, 2)), "scale": jnp.ones(3)}},
              "opt_state": state}
     # checked against Orbax's metadata before any array is read; the message names the tensor
-    with pytest.raises(InputError, match=r"training state \(tensor params\.layer\.kernel has "
-                       r"shape \(2, 3\) float32, expected \(3, 2\) float32\)"):
+    where = re.escape(f"{root}/2: cannot restore the training state (")
+    with pytest.raises(InputError, match=rf"^{where}tensor params\.layer\.kernel has shape "
+                       r"\(2, 3\) float32, expected \(3, 2\) float32\)$"):
         ckpt.restore_state(root, 2, wrong)
-    with pytest.raises(InputError, match=r"training state \(unexpected tensor opt_state\."):
+    with pytest.raises(InputError, match=rf"^{where}unexpected tensor opt_state\."):
         ckpt.restore_state(root, 2, {"params": params})
-    with pytest.raises(InputError, match=r"training state \(tensor more\.\S+ is missing"):
+    with pytest.raises(InputError, match=rf"^{where}tensor more\.\S+ is missing\)$"):
         ckpt.restore_state(root, 2, {"params": params, "opt_state": state, "more": state})
-    with pytest.raises(InputError, match=r"training state \(no step 3; steps found: \[2\]\)"):
+    with pytest.raises(InputError, match=rf"^{where}tensor extra is missing\)$"):  # empty nodes too
+        ckpt.restore_state(root, 2, {"params": params, "opt_state": state, "extra": None})
+    with pytest.raises(InputError, match=r"/3: cannot restore the training state \(no step 3; "
+                       r"steps found: \[2\]\)$"):
         ckpt.restore_state(root, 3, {"params": params, "opt_state": state})
+    os.remove(os.path.join(root, "2", "state", "_METADATA"))
+    with pytest.raises(InputError, match=rf"^{where}its metadata is missing\)$"):
+        ckpt.restore_state(root, 2, {"params": params, "opt_state": state})
 
 
 def test_bad_checkpoints_name_the_file_or_tensor(tmp_path):

@@ -93,3 +93,16 @@ def test_an_exception_in_a_step_fails_only_that_step():
     result = d.verify("demo", [d.Step("odd", x, x, "", kind="no-such-kind"), d.equal("fine", x, x, "")])
     assert [s.ok for s in result.steps] == [False, True]
     assert "unknown step kind" in result.steps[0].reason
+
+
+def test_a_sum_step_is_cross_checked_at_every_size_it_is_given():
+    """n^2 = 5n - 6 holds at n = 2 and 3 only: the default cross-check (n = 3) lets the exact
+    check reject it; with ``at`` the numbers catch it at n = 4, the one point where it is false."""
+    n, j = sp.symbols("n j", integer=True, positive=True)
+    at = ({n: 2, j: 1}, {n: 3, j: 2}, {n: 4, j: 4})
+    r = d.verify("t", [d.sum_equal("false at n = 4", n ** 2, 5 * n - 6, "", sizes=(n, j), at=at)])
+    assert not r.ok and "differ at n = 4, j = 4" in r.steps[0].reason, r.steps[0].reason
+    r = d.verify("t", [d.sum_equal("false at n = 4", n ** 2, 5 * n - 6, "", sizes=(n, j))])
+    assert not r.ok and "does not reduce to 0" in r.steps[0].reason, r.steps[0].reason
+    ok = d.verify("t", [d.sum_equal("true", n * (n + 1), n ** 2 + n, "", sizes=(n, j), at=at)])
+    assert ok.ok and ok.steps[0].reason.endswith("n = 2, j = 1; n = 3, j = 2; n = 4, j = 4")

@@ -63,14 +63,16 @@ class Step:
     sizes: tuple = ()       # sum steps: the size symbols (n, prompts m, G, ...)
     probs: tuple = ()       # sum steps: the IndexedBases that are probability vectors
     sample: bool = True     # sum steps: False when random entries cannot meet the step's hypotheses
+    at: tuple = ()          # sum steps: the sizes to cross-check at ({symbol: value} each); () = n = 3
 
 
-def sum_equal(name, lhs, rhs, why, *, facts=(), sizes=(), probs=(), sample=True) -> Step:
+def sum_equal(name, lhs, rhs, why, *, facts=(), sizes=(), probs=(), sample=True, at=()) -> Step:
     """``lhs = rhs`` for every value of the size symbols: proved by ``theory.sums``, and cross-checked
-    numerically at n = 3 with random entries (``sample=False``: when a fact is a hypothesis
-    that random entries do not meet; the caller then adds a fixed-size instance as cross-check)."""
+    numerically with random entries at n = 3 (the other size symbols at 2), or at each assignment
+    of ``at`` (``sample=False``: when a fact is a hypothesis that random entries do not meet; the
+    caller then adds a fixed-size instance as cross-check)."""
     return Step(name, lhs, rhs, why, kind="sum_equal", facts=tuple(facts), sizes=tuple(sizes), probs=tuple(probs),
-                sample=sample)
+                sample=sample, at=tuple(at))
 
 
 def sum_nonnegative(name, expr, why, *, facts=(), sizes=(), probs=(), sample=True) -> Step:
@@ -268,16 +270,22 @@ def _numeric_sizes(step: Step, rng: np.random.Generator) -> tuple[bool, str]:
     from theory import sums
     if not step.sample:
         return True, "no random cross-check (hypotheses); see the fixed-size instance"
-    for size in SUM_SIZES:
-        for _ in range(1):
-            sizes = {sym: (size if k == 0 else 2) for k, sym in enumerate(step.sizes)}
-            lhs, rhs = sums.evaluate_at([step.lhs, step.rhs], sizes, step.probs, rng)
-            if not (np.isfinite(lhs) and np.isfinite(rhs)):
-                return False, f"not finite at size {size}"
-            if step.kind == "sum_equal" and abs(lhs - rhs) > 1e-9 * (1.0 + abs(lhs) + abs(rhs)):
-                return False, f"lhs and rhs differ at size {size}: {lhs:.6g} vs {rhs:.6g}"
-            if step.kind == "sum_nonnegative" and lhs < -1e-12:
-                return False, f"negative at size {size}: {lhs:.6g}"
+    if step.at:
+        points = step.at
+        labels = [", ".join(f"{sym} = {v}" for sym, v in p.items()) for p in points]
+    else:
+        points = [{sym: (size if k == 0 else 2) for k, sym in enumerate(step.sizes)} for size in SUM_SIZES]
+        labels = [f"size {size}" for size in SUM_SIZES]
+    for sizes, where in zip(points, labels):
+        lhs, rhs = sums.evaluate_at([step.lhs, step.rhs], sizes, step.probs, rng)
+        if not (np.isfinite(lhs) and np.isfinite(rhs)):
+            return False, f"not finite at {where}"
+        if step.kind == "sum_equal" and abs(lhs - rhs) > 1e-9 * (1.0 + abs(lhs) + abs(rhs)):
+            return False, f"lhs and rhs differ at {where}: {lhs:.6g} vs {rhs:.6g}"
+        if step.kind == "sum_nonnegative" and lhs < -1e-12:
+            return False, f"negative at {where}: {lhs:.6g}"
+    if step.at:
+        return True, "cross-checked at " + "; ".join(labels)
     return True, f"cross-checked at n = {', '.join(map(str, SUM_SIZES))}"
 
 

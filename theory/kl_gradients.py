@@ -45,11 +45,15 @@ def total(body, index=i):
     return sp.Sum(body, (index, 1, n))
 
 
+# where ``any_n`` cross-checks: both ends of the range of j, at two sizes
+CROSS_CHECKS = tuple({n: size, j: jj} for size in (2, 4) for jj in (1, size))
+
+
 def any_n(name, lhs, rhs, why, probs=(p, ref)) -> d.Step:
     """``lhs = rhs`` for every n and every fixed response j (``theory.sums``), with Σ_i b_i = 1 for
-    each base b in ``probs``; cross-checked at n = 3, j = 2."""
+    each base b in ``probs``; cross-checked with random entries at (n, j) in ``CROSS_CHECKS``."""
     return d.sum_equal(name, lhs, rhs, why, facts=tuple(sums.sums_to_one(b, n) for b in probs),
-                       sizes=(n, j), probs=tuple(probs))
+                       sizes=(n, j), probs=tuple(probs), at=CROSS_CHECKS)
 
 
 def k1(logp, logref):
