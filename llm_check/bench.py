@@ -164,14 +164,12 @@ def run(batch=4, seq=128, prompt=32, new_tokens=32, sample_batch=4, repeats=3, w
     p_t = torch.tensor(p_ids, dtype=torch.long)
 
     def torch_train():
-        hf.train()
         loss = hf(input_ids=ids_t, attention_mask=mask_t, labels=ids_t).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     def torch_sample():
-        hf.eval()
         with torch.no_grad():
             hf.generate(input_ids=p_t, attention_mask=torch.ones_like(p_t), do_sample=False,
                         max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0,
@@ -180,10 +178,13 @@ def run(batch=4, seq=128, prompt=32, new_tokens=32, sample_batch=4, repeats=3, w
     n = sample_batch * new_tokens
     for t in sorted({threads, 1}, reverse=True):
         torch.set_num_threads(t)
+        hf.train()  # the module's mode, set outside the timed calls
         for _ in range(warmup):
             torch_train()
-            torch_sample()
         ours_s, train_s, train_ratio = _paired(ours_train, torch_train, repeats)
+        hf.eval()
+        for _ in range(warmup):
+            torch_sample()
         # tokens/s ratio ours / theirs = time ratio theirs / ours: pairs timed theirs first
         sample_s, ours_sample_s, sample_ratio = _paired(torch_sample, ours_sample, max(3, repeats))
         res[f"torch_{t}t"] = {"train_s": train_s, "sample_s": sample_s, "tokens_per_s": n / sample_s,

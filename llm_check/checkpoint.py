@@ -159,32 +159,29 @@ def _check_stored(where: str, mngr: ocp.CheckpointManager, step: int, abstract) 
     own restore would fail too, but inside its concurrent reads, whose unfinished tasks then
     outlive the error. Dtypes must match exactly: a float32 state does not restore into a
     bfloat16 template (the pipeline's master weights and optimizer state are always float32)."""
-    if step not in mngr.all_steps():
-        raise InputError(f"{where}: cannot restore the training state (no step {step}; steps "
-                         f"found: {list(mngr.all_steps()) or 'none'})")
+    def unrestorable(why: str) -> InputError:
+        return InputError(f"{where}: cannot restore the training state ({why})")
+
+    steps = list(mngr.all_steps())
+    if step not in steps:
+        raise unrestorable(f"no step {step}; steps found: {steps or 'none'}")
     meta = mngr.item_metadata(step)["state"]
     if meta is None or getattr(meta, "tree", None) is None:
-        raise InputError(f"{where}: cannot restore the training state (its metadata is missing)")
+        raise unrestorable("its metadata is missing")
     # empty nodes (optax's EmptyState, None) are kept, so that a missing one is found here too
     stored = ocp.tree.to_flat_dict(meta.tree, sep=".", keep_empty_nodes=True)
     want = ocp.tree.to_flat_dict(abstract, sep=".", keep_empty_nodes=True)
     for name in sorted(set(want) | set(stored)):
         if name not in stored:
-            raise InputError(f"{where}: cannot restore the training state (tensor {name} is "
-                             "missing)")
-        if name not in want:
-            raise InputError(f"{where}: cannot restore the training state (unexpected tensor "
-                             f"{name}: the run's state has another structure)")
-        got, like = stored[name], want[name]
-        if not (hasattr(got, "shape") and hasattr(like, "shape")):  # an empty node
-            if hasattr(got, "shape") or hasattr(like, "shape"):
-                raise InputError(f"{where}: cannot restore the training state (tensor {name}: "
-                                 "the run's state has another structure)")
+            raise unrestorable(f"tensor {name} is missing")
+        got, like = stored.get(name), want.get(name)
+        if name not in want or hasattr(got, "shape") != hasattr(like, "shape"):
+            raise unrestorable(f"tensor {name}: the run's state has another structure")
+        if not hasattr(got, "shape"):  # an empty node on both sides
             continue
         if tuple(got.shape) != tuple(like.shape) or np.dtype(got.dtype) != np.dtype(like.dtype):
-            raise InputError(f"{where}: cannot restore the training state (tensor {name} has "
-                             f"shape {tuple(got.shape)} {np.dtype(got.dtype)}, expected "
-                             f"{tuple(like.shape)} {np.dtype(like.dtype)})")
+            raise unrestorable(f"tensor {name} has shape {tuple(got.shape)} {np.dtype(got.dtype)}, "
+                               f"expected {tuple(like.shape)} {np.dtype(like.dtype)}")
 
 
 def restore_state(root: str, step: int, template) -> tuple[object, dict]:

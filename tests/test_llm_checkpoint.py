@@ -93,8 +93,12 @@ def test_bad_training_state_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match=rf"^{where}tensor params\.layer\.kernel has shape "
                        r"\(2, 3\) float32, expected \(3, 2\) float32\)$"):
         ckpt.restore_state(root, 2, wrong)
-    with pytest.raises(InputError, match=rf"^{where}unexpected tensor opt_state\."):
+    with pytest.raises(InputError, match=rf"^{where}tensor opt_state\.\S+: the run's state has "):
         ckpt.restore_state(root, 2, {"params": params})
+    # an array where the checkpoint holds an empty node (adamw's weight-decay EmptyState)
+    assert state[1] == optax.EmptyState()
+    with pytest.raises(InputError, match=rf"^{where}tensor opt_state\.1: the run's state has "):
+        ckpt.restore_state(root, 2, {"params": params, "opt_state": (state[0], jnp.zeros(3), state[2])})
     with pytest.raises(InputError, match=rf"^{where}tensor more\.\S+ is missing\)$"):
         ckpt.restore_state(root, 2, {"params": params, "opt_state": state, "more": state})
     with pytest.raises(InputError, match=rf"^{where}tensor extra is missing\)$"):  # empty nodes too

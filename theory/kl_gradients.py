@@ -10,8 +10,9 @@ ref_y) differentiated through log p only,
 
 and the gradient of a function Σ_i f(p_i) of the probabilities is Σ_i f'(p_i) p_i (δ_ij − p_j) (the
 softmax Jacobian, softmax.fisher). ``∂k/∂logp`` and ``f'`` are computed by sympy from the estimator
-and the divergence; the sums are reduced by the sum normalizer (``any_n``). For n = 2 the same statements are
-also checked with the explicit softmax of logit symbols, differentiated by sympy (no Jacobian rule).
+and the divergence; the sums are reduced by the sum normalizer (``any_n``). For n = 2 the same
+statements are also checked with the explicit softmax of logit symbols, differentiated by sympy (no
+Jacobian rule).
 
 kl.token is checked on a 2-token policy over 3 symbols (12 conditional probabilities: a first-token
 distribution a and one second-token distribution b_k per first token k), by exact enumeration of the
