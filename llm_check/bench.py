@@ -276,9 +276,12 @@ def peak_memory() -> tuple[float, str]:
 
 
 def _timed_compile(fn, *args):
+    """(compiled, compile seconds, how many input arrays it takes as donated)."""
     t0 = time.perf_counter()
-    compiled = fn.lower(*args).compile()
-    return compiled, time.perf_counter() - t0
+    lowered = fn.lower(*args)
+    compiled = lowered.compile()
+    seconds = time.perf_counter() - t0
+    return compiled, seconds, sum(a.donated for a in jax.tree.leaves(lowered.args_info))
 
 
 def _block(tree):
@@ -322,7 +325,7 @@ def _grpo_bench(cfg, graphdef, params, shapes, rng, seed, repeats, peak) -> dict
     cmask = jnp.asarray(out.completion_mask)
 
     lp_fn = grpo.make_completion_logprobs(graphdef, nnx.State({}))
-    lp_c, lp_compile = _timed_compile(lp_fn, params, *batch)
+    lp_c, lp_compile, _ = _timed_compile(lp_fn, params, *batch)
     ref_lp = _block(lp_c(params, *batch))[0]
     lp_s = _median_time(lambda: _block(lp_c(params, *batch)), repeats)
 
@@ -333,7 +336,7 @@ def _grpo_bench(cfg, graphdef, params, shapes, rng, seed, repeats, peak) -> dict
     gstep = grpo.make_grpo_step(graphdef, nnx.State({}), tx, gcfg)
     g_opt = tx.init(params)
     g_args = (params, g_opt, *batch, cmask, None, ref_lp, adv, jnp.float32(gcfg.beta))
-    g_c, g_compile = _timed_compile(gstep.jitted, *g_args)
+    g_c, g_compile, _ = _timed_compile(gstep.jitted, *g_args)
     upd = lambda: _block(g_c(*g_args))  # noqa: E731  (not donated: the same inputs every time)
     upd()
     upd_s = _median_time(upd, repeats)
@@ -356,13 +359,17 @@ def _grpo_bench(cfg, graphdef, params, shapes, rng, seed, repeats, peak) -> dict
 
 def device_bench(preset_name: str = "tiny", *, dtype: str | None = None, attention: str = "auto",
                  scan_layers: bool | None = None, repeats: int = 3, seed: int = 0,
-                 grpo_step: bool = True, window: int | None = None, **shape_overrides) -> dict:
+                 grpo_step: bool = True, window: int | None = None, donate: bool = True,
+                 **shape_overrides) -> dict:
     """SFT step, rollout and GRPO step of ``preset_name`` on ``jax.devices()[0]``, random weights
     and tokens (speed does not depend on them). Shapes: ``DEVICE_PRESETS`` overridden by
     ``shape_overrides`` (batch, seq, prompts, group, prompt_len, new_tokens). With
     ``grpo_step=False`` only the SFT step is measured (``res["grpo"]`` is None). With ``window`` W
     the SFT step runs the LM head on the last W positions of each row only, as the pipeline's SFT
-    step does on a W-token answer window (``jax_train_step``)."""
+    step does on a W-token answer window (``jax_train_step``). The SFT step donates its parameters
+    and optimizer state, which lets XLA write the new ones over the old; ``donate=False`` measures
+    it as the pipeline's step runs (no donation: both copies are live at the peak).
+    ``res["sft"]["donated_arrays"]`` counts the arrays the compiled step takes as donated."""
     if preset_name not in DEVICE_PRESETS:
         raise InputError(f"--preset {preset_name!r}: choose one of {', '.join(DEVICE_PRESETS)}")
     shapes = dict(DEVICE_PRESETS[preset_name])
@@ -387,7 +394,7 @@ def device_bench(preset_name: str = "tiny", *, dtype: str | None = None, attenti
     res = {"preset": preset_name, "device": dev.device_kind, "platform": dev.platform,
            "num_devices": jax.device_count(), "jax": jax.__version__, "dtype": dtype,
            "scan_layers": scan, "repeats": repeats, "peak_bf16_flops": peak, "window": window,
-           **shapes}
+           "donate": bool(donate), **shapes}
 
     # -- SFT step: forward + backward + AdamW on [batch, seq], compiled explicitly
     b, t = shapes["batch"], shapes["seq"]
@@ -395,8 +402,8 @@ def device_bench(preset_name: str = "tiny", *, dtype: str | None = None, attenti
     mask = jnp.ones((b, t), jnp.int32)
     att = auto_attention(on_gpu) if attention == "auto" else attention
     step, graphdef, params, opt_state = jax_train_step(cfg, attention=att, window=window,
-                                                       donate=True, **kw)  # device memory
-    sft, compile_s = _timed_compile(step, params, opt_state, ids, mask)
+                                                       donate=donate, **kw)
+    sft, compile_s, donated = _timed_compile(step, params, opt_state, ids, mask)
     res["attention"] = att
     res["params"] = int(sum(x.size for x in jax.tree.leaves(params)))
     state = [params, opt_state]
@@ -409,6 +416,7 @@ def device_bench(preset_name: str = "tiny", *, dtype: str | None = None, attenti
     sft_s = _median_time(sft_once, repeats)
     flops = sft_step_flops(cfg, b, t, window)
     res["sft"] = {"compile_s": compile_s, "step_s": sft_s, "tokens_per_s": b * t / sft_s,
+                  "donated_arrays": donated,
                   "model_flops": flops, "mfu": flops / sft_s / peak if peak else None}
     res["sft"]["peak_memory_bytes"], res["memory_kind"] = peak_memory()
     res["grpo"] = None
@@ -427,8 +435,10 @@ def _pct(x):
 
 def print_device_bench(r: dict) -> None:
     peak = "n/a" if r["peak_bf16_flops"] is None else f"{r['peak_bf16_flops'] / 1e12:.0f} TFLOP/s"
+    donated = "donated" if r.get("donate", True) else "not donated"
     print(f"{r['preset']}: {r['params'] / 1e6:.1f}M params, {r['dtype']} compute, f32 master weights, "
-          f"attention={r['attention']}, scan_layers={r['scan_layers']}; device {r['device']} "
+          f"attention={r['attention']}, scan_layers={r['scan_layers']}; SFT step's parameters and "
+          f"optimizer state {donated}; device {r['device']} "
           f"({r['platform']}), bf16 peak {peak}; medians of {r['repeats']}")
     s, g = r["sft"], r["grpo"]
     gib = 2.0 ** 30
@@ -478,10 +488,13 @@ def main(argv=None) -> int:
     dev.add_argument("--sft-only", action="store_true", help="measure the SFT step alone")
     dev.add_argument("--window", type=int, help="SFT step with the LM head on the last W positions "
                      "of each row only (the pipeline's answer window)")
+    dev.add_argument("--no-donate", action="store_true", help="the SFT step without donating its "
+                     "parameters and optimizer state, as the pipeline's step runs (the peak memory "
+                     "then holds the old and the new ones)")
     a = ap.parse_args(argv)
-    if not a.preset and (a.sft_only or a.window is not None):
-        print("python -m llm_check.bench: error: --sft-only and --window measure one device: "
-              "give --preset too", file=sys.stderr)
+    if not a.preset and (a.sft_only or a.window is not None or a.no_donate):
+        print("python -m llm_check.bench: error: --sft-only, --window and --no-donate measure one "
+              "device: give --preset too", file=sys.stderr)
         return 2
     if a.preset:
         shapes = {k: getattr(a, k) for k in ("batch", "seq", "prompts", "group", "prompt_len",
@@ -489,7 +502,8 @@ def main(argv=None) -> int:
         try:
             r = device_bench(a.preset, dtype=a.dtype, attention=a.attention,
                              scan_layers=None if a.scan_layers == "auto" else a.scan_layers == "on",
-                             repeats=a.repeats, grpo_step=not a.sft_only, window=a.window, **shapes)
+                             repeats=a.repeats, grpo_step=not a.sft_only, window=a.window,
+                             donate=not a.no_donate, **shapes)
         except InputError as e:
             print(f"python -m llm_check.bench: error: {e}", file=sys.stderr)
             return 2

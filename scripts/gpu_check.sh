@@ -8,8 +8,9 @@
 #   4. the gpu-marked tests (cuDNN attention against einsum; float32 on the GPU against the CPU);
 #   5. the SFT step alone: layer scan off (compile time and speed), einsum attention, cuDNN
 #      attention (speed only: its gradients were wrong on an H200, docs/benchmarks.md), the LM
-#      head on an answer window of $WINDOW positions (default 8; the pipeline's SFT step), and a
-#      larger batch (MFU).
+#      head on an answer window of $WINDOW positions (default 8; the pipeline's SFT step), the step
+#      without donation (--no-donate, as the pipeline runs it: its peak memory against step 3's),
+#      and a larger batch (MFU).
 # Usage: scripts/gpu_check.sh OUTDIR. Run from the repository root, with jax[cuda] installed. If
 # the installed flax or optax fails step 2, wheels in .whl/ (if any) are installed to a temporary
 # folder and step 2 runs again. PRESET=tiny and BIG="--batch 8 --seq 64" make a CPU dry run.
@@ -67,7 +68,8 @@ step gpu-tests 150 "$out/gpu_tests.txt" "$py" -m pytest -n 0 -q -s -rxX -m gpu t
 tail -n 40 "$out/gpu_tests.txt"
 # shellcheck disable=SC2086  # $big is a list of flags
 step sft-variants 200 "$out/sft_variants.txt" bash -c "
-  for v in '--scan-layers off' '--attention einsum' '--attention cudnn' '--window $window' '$big'; do
+  for v in '--scan-layers off' '--attention einsum' '--attention cudnn' '--window $window' \
+           '--no-donate' '$big'; do
     echo \"## \$v\"; $py -m llm_check.bench --preset $preset --sft-only \$v || echo \"## failed: \$v\"
   done"
 cat "$out/sft_variants.txt"

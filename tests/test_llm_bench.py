@@ -62,10 +62,28 @@ def test_device_bench_on_cpu_at_tiny_size(capsys, monkeypatch):
                        "--scan-layers", "on", "--attention", "dot_product"]) == 0
     assert seen == dict(name="tiny", dtype=None, attention="dot_product", scan_layers=True,
                         repeats=1, batch=2, seq=16, prompts=2, group=2, prompt_len=4, new_tokens=3,
-                        grpo_step=True, window=None)
+                        grpo_step=True, window=None, donate=True)
     out = capsys.readouterr().out
     assert "MFU n/a" in out and "rollout tokens/s" in out and "process max RSS" in out
     assert f"{s['tokens_per_s']:10.0f} tokens/s" in out and "compile" in out
+
+
+def test_the_sft_step_donates_unless_told_not_to(capsys):
+    """The device bench's SFT step donates every parameter and optimizer-state array (XLA may then
+    write the new ones over the old); ``--no-donate`` measures it as the pipeline's step runs, with
+    none donated (the count comes from the lowered step's own argument info)."""
+    _, _, params, opt_state = bench.jax_train_step(preset("tiny"))
+    arrays = len(jax.tree.leaves(params)) + len(jax.tree.leaves(opt_state))
+    kw = dict(repeats=1, batch=2, seq=8, grpo_step=False)
+    on, off = bench.device_bench("tiny", **kw), bench.device_bench("tiny", donate=False, **kw)
+    assert on["donate"] and on["sft"]["donated_arrays"] == arrays > 0
+    assert not off["donate"] and off["sft"]["donated_arrays"] == 0
+    assert off["sft"]["step_s"] > 0
+    assert bench.main(["--preset", "tiny", "--repeats", "1", "--batch", "2", "--seq", "8",
+                       "--sft-only", "--no-donate"]) == 0
+    assert "optimizer state not donated" in capsys.readouterr().out
+    assert bench.main(["--no-donate"]) == 2  # not silently ignored by the torch comparison
+    assert "give --preset" in capsys.readouterr().err
 
 
 def test_device_bench_can_measure_the_sft_step_alone(capsys):
