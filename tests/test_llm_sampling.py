@@ -158,11 +158,13 @@ def test_grouped_logprobs_equal_the_full_forward_with_gradients(model, temperatu
     cm = out.completion_mask.astype(jnp.float32)
     graphdef, params = nnx.split(model)
 
+    @jax.jit  # compiled: op by op, the first parametrization took ~20 s
     def full(q):
         lp, ent = token_logprobs_and_entropy(nnx.merge(graphdef, q), out.tokens, attn,
                                              temperature=temperature)
         return lp[:, P - 1:], ent[:, P - 1:]
 
+    @jax.jit
     def grouped(q):
         return grouped_completion_logprobs(nnx.merge(graphdef, q), jnp.asarray(ids),
                                            jnp.asarray(mask), out.completion,
