@@ -276,12 +276,9 @@ def peak_memory() -> tuple[float, str]:
 
 
 def _timed_compile(fn, *args):
-    """(compiled, compile seconds, how many input arrays it takes as donated)."""
     t0 = time.perf_counter()
-    lowered = fn.lower(*args)
-    compiled = lowered.compile()
-    seconds = time.perf_counter() - t0
-    return compiled, seconds, sum(a.donated for a in jax.tree.leaves(lowered.args_info))
+    compiled = fn.lower(*args).compile()
+    return compiled, time.perf_counter() - t0
 
 
 def _block(tree):
@@ -325,7 +322,7 @@ def _grpo_bench(cfg, graphdef, params, shapes, rng, seed, repeats, peak) -> dict
     cmask = jnp.asarray(out.completion_mask)
 
     lp_fn = grpo.make_completion_logprobs(graphdef, nnx.State({}))
-    lp_c, lp_compile, _ = _timed_compile(lp_fn, params, *batch)
+    lp_c, lp_compile = _timed_compile(lp_fn, params, *batch)
     ref_lp = _block(lp_c(params, *batch))[0]
     lp_s = _median_time(lambda: _block(lp_c(params, *batch)), repeats)
 
@@ -336,7 +333,7 @@ def _grpo_bench(cfg, graphdef, params, shapes, rng, seed, repeats, peak) -> dict
     gstep = grpo.make_grpo_step(graphdef, nnx.State({}), tx, gcfg)
     g_opt = tx.init(params)
     g_args = (params, g_opt, *batch, cmask, None, ref_lp, adv, jnp.float32(gcfg.beta))
-    g_c, g_compile, _ = _timed_compile(gstep.jitted, *g_args)
+    g_c, g_compile = _timed_compile(gstep.jitted, *g_args)
     upd = lambda: _block(g_c(*g_args))  # noqa: E731  (not donated: the same inputs every time)
     upd()
     upd_s = _median_time(upd, repeats)
@@ -403,7 +400,7 @@ def device_bench(preset_name: str = "tiny", *, dtype: str | None = None, attenti
     att = auto_attention(on_gpu) if attention == "auto" else attention
     step, graphdef, params, opt_state = jax_train_step(cfg, attention=att, window=window,
                                                        donate=donate, **kw)
-    sft, compile_s, donated = _timed_compile(step, params, opt_state, ids, mask)
+    sft, compile_s = _timed_compile(step, params, opt_state, ids, mask)
     res["attention"] = att
     res["params"] = int(sum(x.size for x in jax.tree.leaves(params)))
     state = [params, opt_state]
@@ -416,7 +413,7 @@ def device_bench(preset_name: str = "tiny", *, dtype: str | None = None, attenti
     sft_s = _median_time(sft_once, repeats)
     flops = sft_step_flops(cfg, b, t, window)
     res["sft"] = {"compile_s": compile_s, "step_s": sft_s, "tokens_per_s": b * t / sft_s,
-                  "donated_arrays": donated,
+                  "donated_arrays": sum(a.donated for a in jax.tree.leaves(sft.args_info)),
                   "model_flops": flops, "mfu": flops / sft_s / peak if peak else None}
     res["sft"]["peak_memory_bytes"], res["memory_kind"] = peak_memory()
     res["grpo"] = None
