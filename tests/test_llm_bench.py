@@ -71,7 +71,7 @@ def test_device_bench_on_cpu_at_tiny_size(capsys, monkeypatch):
 def test_the_sft_step_donates_unless_told_not_to(capsys):
     """The device bench's SFT step donates every parameter and optimizer-state array (XLA may then
     write the new ones over the old); ``--no-donate`` measures it as the pipeline's step runs, with
-    none donated (the count comes from the lowered step's own argument info)."""
+    none donated (the count comes from the compiled step's own argument info)."""
     _, _, params, opt_state = bench.jax_train_step(preset("tiny"))
     arrays = len(jax.tree.leaves(params)) + len(jax.tree.leaves(opt_state))
     kw = dict(repeats=1, batch=2, seq=8, grpo_step=False)
