@@ -15,8 +15,8 @@ CPU cores XLA uses:
 Both sides are warmed up first (compilation is excluded), then timed in pairs, ours and theirs
 alternately, ``--repeats`` pairs (at least 3 for sampling), so that a change of load on a shared
 machine falls on both sides of a pair. The report gives median times and the medians of the
-paired ratios: train-step time (ours / theirs; budget <= 1.0, goal <= 0.5) and sampling tokens/s
-(ours / theirs; budget >= 1.0, goal >= 2).
+paired ratios, each with its interquartile range (IQR) over the pairs: train-step time (ours /
+theirs; budget <= 1.0, goal <= 0.5) and sampling tokens/s (ours / theirs; budget >= 1.0, goal >= 2).
 
 ``python -m llm_check.bench --preset qwen3-0.6b`` (or ``--preset tiny`` on a CPU) instead measures
 one device alone, no torch (``device_bench``): for an SFT step and a GRPO step it prints MFU against
@@ -98,17 +98,21 @@ def jax_train_step(config, lr=1e-4, window: int | None = None, donate: bool = Fa
     return step, graphdef, params, tx.init(params)
 
 
-def _paired(ours, theirs, repeats: int) -> tuple[float, float, float]:
+def _paired(ours, theirs, repeats: int) -> tuple[float, float, float, tuple[float, float]]:
     """Time ``ours`` and ``theirs`` alternately (ours first, then theirs first, ...), so that a
     change of machine load falls on both sides of a pair. Returns (median time of ours, median
-    time of theirs, median of the paired ratios ours / theirs)."""
+    time of theirs, median of the paired ratios ours / theirs, (first, third) quartile of those
+    ratios: how far the pairs spread)."""
     a, b = [], []
     for r in range(repeats):
         for fn, times in ((ours, a), (theirs, b))[:: 1 if r % 2 == 0 else -1]:
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-    return statistics.median(a), statistics.median(b), statistics.median(x / y for x, y in zip(a, b))
+    ratios = [x / y for x, y in zip(a, b)]
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 \
+        else ratios * 3
+    return statistics.median(a), statistics.median(b), statistics.median(ratios), (q1, q3)
 
 
 def run(batch=4, seq=128, prompt=32, new_tokens=32, sample_batch=4, repeats=3, warmup=2) -> dict:
@@ -181,20 +185,23 @@ def run(batch=4, seq=128, prompt=32, new_tokens=32, sample_batch=4, repeats=3, w
         hf.train()  # the module's mode, set outside the timed calls
         for _ in range(warmup):
             torch_train()
-        ours_s, train_s, train_ratio = _paired(ours_train, torch_train, repeats)
+        ours_s, train_s, train_ratio, train_iqr = _paired(ours_train, torch_train, repeats)
         hf.eval()
         for _ in range(warmup):
             torch_sample()
         # tokens/s ratio ours / theirs = time ratio theirs / ours: pairs timed theirs first
-        sample_s, ours_sample_s, sample_ratio = _paired(torch_sample, ours_sample, max(3, repeats))
+        sample_s, ours_sample_s, sample_ratio, sample_iqr = _paired(torch_sample, ours_sample,
+                                                                    max(3, repeats))
         res[f"torch_{t}t"] = {"train_s": train_s, "sample_s": sample_s, "tokens_per_s": n / sample_s,
                               "jax_train_s": ours_s, "jax_sample_s": ours_sample_s,
-                              "train_ratio": train_ratio, "sample_ratio": sample_ratio}
+                              "train_ratio": train_ratio, "sample_ratio": sample_ratio,
+                              "train_ratio_iqr": train_iqr, "sample_ratio_iqr": sample_iqr}
     same = res[f"torch_{threads}t"]
     res.update(jax_train_s=same["jax_train_s"], jax_sample_s=same["jax_sample_s"],
                jax_tokens_per_s=n / same["jax_sample_s"], torch_train_s=same["train_s"],
                torch_tokens_per_s=same["tokens_per_s"], train_ratio=same["train_ratio"],
-               sample_ratio=same["sample_ratio"], **against_faster_torch(res, {threads, 1}))
+               sample_ratio=same["sample_ratio"], train_ratio_iqr=same["train_ratio_iqr"],
+               sample_ratio_iqr=same["sample_ratio_iqr"], **against_faster_torch(res, {threads, 1}))
     return res
 
 
@@ -460,6 +467,10 @@ def print_device_bench(r: dict) -> None:
           "6N + 12LHdT per token over the bf16 peak)")
 
 
+def _iqr(q) -> str:
+    return f"{q[0]:.2f}-{q[1]:.2f}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m llm_check.bench", description=__doc__.split("\n")[0])
     # defaults: 4, 128, 32, 32, 4 and 3 for the comparison; DEVICE_PRESETS and 3 with --preset
@@ -519,10 +530,12 @@ def main(argv=None) -> int:
           f"{r['threads']} threads; medians of {r['repeats']} pairs (sampling: "
           f"{max(3, r['repeats'])}), ours and torch's timed alternately")
     print(f"train step   jax {r['jax_train_s'] * 1e3:8.1f} ms   torch {r['torch_train_s'] * 1e3:8.1f} ms"
-          f"   ratio {r['train_ratio']:.2f}x (budget <= 1.0, goal <= 0.5); "
+          f"   ratio {r['train_ratio']:.2f}x (pairs' IQR {_iqr(r['train_ratio_iqr'])}; "
+          f"budget <= 1.0, goal <= 0.5); "
           f"vs torch's best thread count {r['train_ratio_vs_best_torch']:.2f}x")
     print(f"sampling     jax {r['jax_tokens_per_s']:8.1f} tok/s torch {r['torch_tokens_per_s']:8.1f} "
-          f"tok/s ratio {r['sample_ratio']:.2f}x (budget >= 1.0, goal >= 2); "
+          f"tok/s ratio {r['sample_ratio']:.2f}x (pairs' IQR {_iqr(r['sample_ratio_iqr'])}; "
+          f"budget >= 1.0, goal >= 2); "
           f"vs torch's best thread count {r['sample_ratio_vs_best_torch']:.2f}x")
     print(f"(jax first-call compile of the train step: {r['jax_compile_s']:.1f} s, excluded)")
     return 0

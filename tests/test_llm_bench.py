@@ -148,7 +148,8 @@ def test_the_train_step_donates_only_when_asked():
 
 def test_the_torch_comparison_times_the_two_sides_in_alternating_pairs(monkeypatch):
     """``_paired``: ours, theirs, then theirs, ours, ...; the ratio is the median of the per-pair
-    ratios (0.5, 0.5, 1.0 here), not the ratio of the medians (2 / 3)."""
+    ratios (0.5, 0.5, 1.0 here), not the ratio of the medians (2 / 3), and its spread is their
+    quartiles (0.5 and 0.75, interpolated between the sorted ratios)."""
     clock, order = [0.0], []
     seconds = iter([1.0, 2.0, 4.0, 2.0, 3.0, 3.0])  # by call: pairs (1, 2), (2, 4), (3, 3)
     monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
@@ -159,9 +160,11 @@ def test_the_torch_comparison_times_the_two_sides_in_alternating_pairs(monkeypat
             order.append(name)
         return fn
 
-    ours_s, theirs_s, ratio = bench._paired(timed("ours"), timed("theirs"), 3)
+    ours_s, theirs_s, ratio, iqr = bench._paired(timed("ours"), timed("theirs"), 3)
     assert order == ["ours", "theirs", "theirs", "ours", "ours", "theirs"]
-    assert (ours_s, theirs_s, ratio) == (2.0, 3.0, 0.5)
+    assert (ours_s, theirs_s, ratio, iqr) == (2.0, 3.0, 0.5, (0.5, 0.75))
+    seconds = iter([3.0, 1.0])  # one pair: its ratio is the median and both quartiles
+    assert bench._paired(timed("ours"), timed("theirs"), 1)[2:] == (3.0, (3.0, 3.0))
 
 
 @pytest.mark.slow
@@ -174,6 +177,9 @@ def test_the_torch_comparison_runs_end_to_end():
         side = r[f"torch_{t}t"]
         assert side["train_ratio"] == pytest.approx(side["jax_train_s"] / side["train_s"])
         assert side["sample_ratio"] > 0 and side["sample_s"] > 0  # 3 pairs: a median of ratios
+        assert side["train_ratio_iqr"] == (side["train_ratio"],) * 2  # one pair: no spread
+        lo, hi = side["sample_ratio_iqr"]
+        assert lo <= side["sample_ratio"] <= hi
         assert side["jax_sample_s"] > 0 and side["tokens_per_s"] == pytest.approx(3 / side["sample_s"])
     assert r["jax_tokens_per_s"] == pytest.approx(3 / r["jax_sample_s"])
     assert {k: r[k] for k in ("train_ratio_vs_best_torch", "sample_ratio_vs_best_torch")} == \
