@@ -125,7 +125,7 @@ def test_the_sampling_estimate_bounds_what_xla_allocates(model):
         ints = lambda r, t: jax.ShapeDtypeStruct((r, t), jnp.int32)  # noqa: E731
 
         def sampler(st, p, m):
-            return _sample(graphdef, st, p, m, jax.random.key(0), 1.0, 1.0, 2, 0,
+            return _sample(nnx.merge(graphdef, st), p, m, jax.random.key(0), 1.0, 1.0, 2, 0,
                            max_new_tokens=n, greedy=False, use_top_p=False, repeat=group)
 
         def score(st, p, m, c):
