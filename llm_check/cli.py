@@ -165,7 +165,7 @@ def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> di
     g = groups["rl"]
     g.add_argument("--setting", default="exact", help="GRPO estimator preset: exact (KL of the "
                    "completion in the reward, RLOO, no std division: converges to the Gibbs tilt "
-                   "p*) or paper (k3 loss, group mean, std division); the five flags below "
+                   "p*) or paper (k3 loss, group mean, std division); the six flags below "
                    "override single fields of it")
     g.add_argument("--kl-mode", default=None, help="reward | loss (default: from --setting)")
     g.add_argument("--kl-estimator", default=None, help="k1 | k2 | k3, the per-token estimator "
@@ -175,6 +175,9 @@ def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> di
                    help="divide advantages by the group std (default: from --setting)")
     g.add_argument("--aggregation", default=None, help="seq_mean_token_mean | token_mean | "
                    "fixed_length (default: from --setting)")
+    g.add_argument("--kl-in-baseline", action=argparse.BooleanOptionalAction, default=None,
+                   help="--kl-mode reward: form the group baseline from r - beta*k instead of r "
+                   "alone (default: from --setting; exact: no)")
     g.add_argument("--beta", type=float, default=d.grpo.beta, help="KL weight")
     g.add_argument("--group-size", type=int, default=d.grpo.group_size,
                    help="completions per prompt (G)")
@@ -228,6 +231,8 @@ def _config_defaults(cfg) -> dict:
                top_p=g.top_p, report_to=cfg.report_to)
     if g.setting in SETTINGS:
         out["setting"] = g.setting
+        if g.kl_in_baseline:  # not one of paper's flags: a paper run may still set it
+            out["kl_in_baseline"] = True
     else:
         out.update({k: getattr(g, k) for k in SETTINGS["exact"]})
     for stage in ("base", "sft", "rl"):
@@ -324,7 +329,8 @@ def config_from_args(a) -> RunConfig:
     base_steps = a.base_steps if a.base_steps is not None else (d.base_steps
                                                                 if a.model == "tiny" else 0)
     flags = {k: getattr(a, k) for k in ("kl_mode", "kl_estimator", "baseline", "std_normalize",
-                                        "aggregation") if getattr(a, k) is not None}
+                                        "aggregation", "kl_in_baseline")
+             if getattr(a, k) is not None}
     grpo = grpo_setting(a.setting, GRPOConfig(
         group_size=a.group_size, prompts_per_step=a.prompts_per_step, beta=a.beta,
         clip_low=a.clip_low,

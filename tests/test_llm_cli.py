@@ -90,6 +90,24 @@ def test_named_settings_and_single_flags_over_them():
     mixed = parse("--setting", "paper", "--no-std-normalize", "--kl-estimator", "k2")
     assert (mixed.kl_estimator, mixed.std_normalize, mixed.baseline, mixed.setting) == (
         "k2", False, "mean", "custom")
+    kib = parse("--kl-in-baseline")
+    assert (kib.kl_in_baseline, kib.kl_mode, kib.setting) == (True, "reward", "custom")
+
+
+@pytest.mark.parametrize("flags", [["--kl-in-baseline"], ["--setting", "paper", "--kl-in-baseline"],
+                                   ["--setting", "paper", "--kl-estimator", "k2"], []])
+def test_a_runs_config_json_repeats_its_grpo_setting(flags, tmp_path):
+    """``--config DIR/config.json`` gives back every GRPO field of the run that wrote it,
+    ``kl_in_baseline`` too (it is not a flag of either named setting)."""
+    import json
+
+    from llm_check.run_config import load_run_config
+
+    cfg = config_from_args(_parser().parse_args(["run", *flags]))
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg.to_json()))
+    again = config_from_args(_parser(load_run_config(str(path))).parse_args(["run"]))
+    assert again.grpo == cfg.grpo
 
 
 def test_each_setting_has_its_rl_optimizer_and_the_flags_override_it():
