@@ -99,8 +99,10 @@ class Jitted:
     rl_step: object
 
 
-def stage_optimizer(optim: OptimConfig, n_steps: int):
-    return make_optimizer(dataclasses.replace(optim, total_steps=max(n_steps, 1)))
+def stage_optimizer(optim: OptimConfig, n_steps: int, updates_per_step: int = 1):
+    """The stage's optimizer, its schedule sized to all of the stage's updates: an RL step makes
+    ``inner_iters`` of them, so its schedule must span ``rl_steps * inner_iters``."""
+    return make_optimizer(dataclasses.replace(optim, total_steps=max(n_steps * updates_per_step, 1)))
 
 
 def make_jitted(cfg: RunConfig, graphdef, rest) -> Jitted:
@@ -122,8 +124,8 @@ def make_jitted(cfg: RunConfig, graphdef, rest) -> Jitted:
                                 chunk_size=chunk),
         sft_step=make_sft_step(graphdef, rest, stage_optimizer(cfg.sft_optim, cfg.sft_steps),
                                chunk_size=chunk),
-        rl_step=make_grpo_step(graphdef, rest, stage_optimizer(cfg.rl_optim, cfg.rl_steps),
-                               cfg.grpo),
+        rl_step=make_grpo_step(graphdef, rest, stage_optimizer(cfg.rl_optim, cfg.rl_steps,
+                                                               cfg.grpo.inner_iters), cfg.grpo),
     )
 
 
@@ -460,8 +462,9 @@ def run_stage(ctx: Context, *, stage: str, label: str, folder: str, start_params
     final = os.path.join(folder, "final")
     root = os.path.join(folder, "ckpt")  # the training state (Orbax), while the stage runs
     rows_path = os.path.join(folder, "metrics.jsonl")
-    opt_state = on_mesh(stage_optimizer(getattr(cfg, optim_name), n_steps).init(start_params),
-                        ctx.mesh)
+    optimizer = stage_optimizer(getattr(cfg, optim_name), n_steps,
+                                cfg.grpo.inner_iters if stage == "rl" else 1)
+    opt_state = on_mesh(optimizer.init(start_params), ctx.mesh)
     if resume and os.path.isfile(os.path.join(final, "meta.json")):
         trees, _ = ckpt.load_checkpoint(final, {"params": start_params})
         return place_like(trees["params"], start_params)  # keeps the mesh's sharding

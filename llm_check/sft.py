@@ -36,7 +36,8 @@ from theory.errors import InputError
 
 
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-    """clip_by_global_norm -> adamw(schedule), decay masked to parameters with ndim >= 2."""
+    """clip_by_global_norm -> adamw(schedule), the weight decay on the matrices only: not on the
+    RMSNorm weights, which are 2-D too when the layers are stacked (``scan_layers``)."""
     if cfg.schedule == "cosine":
         decay_steps = max(cfg.total_steps, cfg.warmup_steps + 1)
         sched = optax.warmup_cosine_decay_schedule(
@@ -51,8 +52,14 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
     return optax.chain(
         optax.clip_by_global_norm(cfg.clip_norm),
         optax.adamw(sched, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                    mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)),
+                    mask=_decayed),
     )
+
+
+def _decayed(params):
+    """True for the parameters weight decay acts on: every matrix but the (stacked) norm weights."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: x.ndim >= 2 and "norm" not in jax.tree_util.keystr(path), params)
 
 
 def split_model(model: nnx.Module):

@@ -204,7 +204,7 @@ def run_cells(sc: SweepConfig, cells, out: str, done: set, resume: bool, on_row=
             step = rl_steps.get(shape)
             if step is None:
                 step = rl_steps[shape] = make_grpo_step(
-                    ctx.graphdef, ctx.rest, P.stage_optimizer(optim, n_rl), g)
+                    ctx.graphdef, ctx.rest, P.stage_optimizer(optim, n_rl, g.inner_iters), g)
             folder = os.path.join(root, f"{setting}_beta{beta:g}", order)
             start = sft if order == "sft_then_rl" else base
             ex0 = ex_sft if order == "sft_then_rl" else ex_base

@@ -335,3 +335,33 @@ def test_beta_is_an_argument_of_the_compiled_step():
         assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
     assert max(float(jnp.abs(x - z).max()) for x, z in zip(jax.tree.leaves(shared),
                                                           jax.tree.leaves(other))) > 1e-4
+
+
+def test_the_rl_schedule_spans_every_inner_update(monkeypatch):
+    """An RL step makes ``inner_iters`` optimizer updates, so the stage's cosine schedule runs over
+    ``rl_steps * inner_iters`` of them: no update of the stage is left at a learning rate of 0
+    (sized to ``rl_steps``, the second half of a mu = 2 stage would be)."""
+    from llm_check import pipeline
+    from llm_check.run_config import RunConfig
+    from llm_check.sft import split_model
+
+    cfg = RunConfig(rl_steps=10)
+    cfg = dataclasses.replace(cfg, grpo=dataclasses.replace(cfg.grpo, inner_iters=2))
+    assert cfg.rl_optim.schedule == "cosine" and cfg.rl_optim.final_lr_frac == 0.0
+    opt = pipeline.stage_optimizer(cfg.rl_optim, cfg.rl_steps, cfg.grpo.inner_iters)
+    x = {"w": jnp.ones((2, 2))}
+    state, sizes = opt.init(x), []
+    for _ in range(cfg.rl_steps * cfg.grpo.inner_iters):
+        upd, state = opt.update({"w": jnp.ones((2, 2))}, state, x)
+        sizes.append(float(jnp.abs(upd["w"]).max()))
+    # Adam on a constant gradient: each update is the lr of its count, times 1 / (1 + eps)
+    assert min(sizes) > 0 and sizes[0] == pytest.approx(cfg.rl_optim.lr / (1 + cfg.rl_optim.eps),
+                                                        rel=1e-5)
+    # the pipeline's RL step is built with that count
+    sized = []
+    real = pipeline.stage_optimizer
+    monkeypatch.setattr(pipeline, "stage_optimizer",
+                        lambda o, n, u=1: sized.append((o, n * u)) or real(o, n, u))
+    graphdef, _, rest = split_model(Qwen3(preset("tiny"), rngs=nnx.Rngs(0)))
+    pipeline.make_jitted(cfg, graphdef, rest)
+    assert (cfg.rl_optim, 20) in sized

@@ -92,6 +92,26 @@ def test_weight_decay_skips_vectors():
     assert_allclose(np.asarray(upd["w"]), -0.05, rtol=1e-6)
 
 
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_weight_decay_skips_the_norms_of_stacked_layers_too(scan_layers):
+    """With the layers stacked, a norm weight is [L, D]: still no decay; every kernel and the
+    embedding are decayed."""
+    model = Qwen3(preset("tiny"), rngs=nnx.Rngs(0), scan_layers=scan_layers)
+    _, params, _ = sft.split_model(model)
+    opt = sft.make_optimizer(sft.OptimConfig(lr=0.1, weight_decay=0.5, clip_norm=1e9))
+    upd, _ = opt.update(jax.tree.map(jnp.zeros_like, params), opt.init(params), params)
+    flat = jax.tree_util.tree_leaves_with_path(upd)
+    norms = [u for path, u in flat if "norm" in jax.tree_util.keystr(path)]
+    others = [(u, p) for (path, u), p in zip(flat, jax.tree.leaves(params))
+              if "norm" not in jax.tree_util.keystr(path)]
+    n_layers = 1 if scan_layers else preset("tiny").num_hidden_layers  # stacked: one of each
+    assert len(norms) == 4 * n_layers + 1  # 2 layer norms, q_norm, k_norm; the final norm
+    assert all(float(jnp.abs(u).max()) == 0.0 for u in norms)
+    assert len(others) == 7 * n_layers + 1  # 7 kernels a layer; the (tied) embedding
+    for u, p in others:
+        assert_allclose(np.asarray(u), -0.05 * np.asarray(p), rtol=1e-5, atol=1e-9)
+
+
 @pytest.mark.parametrize("kw,name", [({"lr": 0.0}, "lr"), ({"schedule": "linear"}, "schedule"),
                                      ({"clip_norm": 0.0}, "clip_norm")])
 def test_bad_optimizer_settings(kw, name):
