@@ -289,14 +289,18 @@ def load_jsonl(path: str) -> list[Example]:
 
 
 def answers_pattern(examples) -> str:
-    """A regex matching any of the task's answers, longest first (so 'unacceptable' beats 'acceptable').
+    """A regex matching any of the task's answers as a whole span, longest first (so
+    'unacceptable' beats 'acceptable'), never inside a longer word or number: with answers
+    {2, 3}, "32" holds no answer.
 
-    With more than 64 distinct answers, the last whitespace-separated word stands in.
+    With more than 64 distinct answers (or an empty one), any non-empty line stands in, so the
+    robust reward reads the last non-empty line of the output and an answer of several words
+    still counts.
     """
     answers = sorted({ex.answer.strip() for ex in examples}, key=lambda a: (-len(a), a))
     if len(answers) > 64 or not all(answers):
-        return r"\S+"
-    return "(?:" + "|".join(re.escape(a) for a in answers) + ")"
+        return r"[^\n]*\S[^\n]*"
+    return r"(?<!\w)(?:" + "|".join(re.escape(a) for a in answers) + r")(?!\w)"
 
 
 def split_heldout(rows: list[Example], *, heldout_fraction: float, seed: int):

@@ -49,6 +49,33 @@ def test_answers_pattern_prefers_the_longest_label():
     assert robust(None, ["it is unacceptable"], answer=["acceptable"]) == [0.0]
 
 
+def test_answers_pattern_never_matches_inside_a_longer_number_or_word():
+    class E:
+        def __init__(self, a):
+            self.answer = a
+
+    strict, robust, fmt = task_rewards(answers_pattern([E(a) for a in ("2", "3", "7", "yes")]))
+    comps = ["I count 32", "it is 2", "2.", "7 or 23", "yesterday", "yes, 3", " 3 "]
+    ans = ["2", "2", "2", "7", "yes", "3", "3"]
+    assert robust(None, comps, answer=ans) == [0, 1, 1, 1, 0, 1, 1]
+    assert strict(None, comps, answer=ans) == [0, 0, 0, 0, 0, 0, 1]
+    assert fmt(None, comps, answer=ans) == [0, 0, 0, 0, 0, 0, 1]
+
+
+def test_with_many_answers_the_last_line_stands_in():
+    """Over 64 distinct answers: an answer of several words still earns both rewards."""
+    class E:
+        def __init__(self, a):
+            self.answer = a
+
+    strict, robust, fmt = task_rewards(answers_pattern([E(f"New York {i}") for i in range(65)]))
+    comps = ["New York 5", " New York 5\n", "I think\nNew York 5\n", "New York 5\nor 6", "New York 6"]
+    ans = ["New York 5"] * len(comps)
+    assert strict(None, comps, answer=ans) == [1, 1, 0, 0, 0]
+    assert robust(None, comps, answer=ans) == [1, 1, 1, 0, 0]
+    assert fmt(None, comps, answer=ans) == [1, 1, 0, 0, 1]
+
+
 def test_length_mismatch_is_an_error():
     strict, _, _ = task_rewards(r"\d+")
     with pytest.raises(ValueError, match="disagree"):
