@@ -11,9 +11,10 @@
 #      head on an answer window of $WINDOW positions (default 8; the pipeline's SFT step), the step
 #      without donation (--no-donate, as the pipeline runs it: its peak memory against step 3's),
 #      and a larger batch (MFU).
-# Usage: scripts/gpu_check.sh OUTDIR. Run from the repository root, with jax[cuda] installed. If
-# the installed flax or optax fails step 2, wheels in .whl/ (if any) are installed to a temporary
-# folder and step 2 runs again. PRESET=tiny and BIG="--batch 8 --seq 64" make a CPU dry run.
+# Usage: scripts/gpu_check.sh OUTDIR. Run from the repository root, with jax[cuda] installed.
+# Optional, for a machine without a package index: if the installed flax or optax fails step 2 and
+# the user has put wheels in .whl/, they are installed to a temporary folder that goes before
+# site-packages, and step 2 runs again. PRESET=tiny and BIG="--batch 8 --seq 64" make a CPU dry run.
 set -u
 out=${1:?usage: scripts/gpu_check.sh OUTDIR}
 mkdir -p "$out"
@@ -53,9 +54,9 @@ if ! step probe 150 "$out/probe.txt" "$py" "${probe[@]}"; then
   if compgen -G ".whl/*.whl" >/dev/null; then
     "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site .whl/*.whl
-    export PYTHONPATH="$PWD:/tmp/site"  # the carried wheels before site-packages
-    "$py" -c "import flax, optax; print('carried: flax', flax.__version__, 'optax', optax.__version__)"
-    step probe-carried 150 "$out/probe.txt" "$py" "${probe[@]}" || { tail -n 40 "$err"; exit 1; }
+    export PYTHONPATH="$PWD:/tmp/site"  # the wheels from .whl/ before site-packages
+    "$py" -c "import flax, optax; print('from .whl/: flax', flax.__version__, 'optax', optax.__version__)"
+    step probe-whl 150 "$out/probe.txt" "$py" "${probe[@]}" || { tail -n 40 "$err"; exit 1; }
   else
     tail -n 40 "$err"; exit 1
   fi
