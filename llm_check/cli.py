@@ -306,7 +306,9 @@ def _parser(config=None) -> argparse.ArgumentParser:
     ev_groups["devices"].add_argument(
         "--mesh", default=None, help="device mesh, e.g. data=2,fsdp=2: the parameters split over "
         "fsdp, the held-out rows over all devices (so their count must be a multiple of D*F)")
-    ev.add_argument("--seed", type=int, default=0, help="data seed")
+    ev.add_argument("--seed", type=int, default=None, help="data seed (default: a stage "
+                    "checkpoint's own, from its meta.json, so its held-out rows are its run's; "
+                    "else 0)")
     ev.add_argument("--json", action="store_true", help="print JSON")
     _add_process_flags(ev)
 
@@ -469,7 +471,8 @@ def _cmd_eval(a) -> int:
 
     result = pipeline.evaluate_checkpoint(
         a.model, task=a.task, seed=a.seed, eps=a.eps, max_operand=a.max_operand,
-        n_train=a.n_train, n_heldout=a.n_heldout, eval_rows=a.eval_rows,
+        n_train=a.n_train, n_heldout=a.n_heldout, heldout_fraction=a.heldout_fraction,
+        eval_rows=a.eval_rows,
         eval_samples=a.eval_samples, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
         chunk_size=a.chunk_size, mesh=a.mesh)
     import jax

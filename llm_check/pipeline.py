@@ -69,7 +69,8 @@ from llm_check.metrics import (heldout_ce, local_ce_prediction, relative_error, 
 from llm_check.predictions import (ce_change_prediction, coarse_kl, coarse_target, expert_share,
                                    rl_target)
 from llm_check.rewards import task_rewards
-from llm_check.run_config import ORDERS, GRPOConfig, OptimConfig, RunConfig  # noqa: F401
+from llm_check.run_config import (ORDERS, GRPOConfig, OptimConfig, RunConfig,  # noqa: F401
+                                  mesh_devices)
 from llm_check.sft import make_optimizer, make_sft_step, split_model, stack_micro
 from llm_check.sharding import barrier, is_main, on_mesh, place_like, shard_batch, to_host
 from theory.errors import InputError
@@ -639,20 +640,41 @@ def load_checkpoint_model(path: str, seed: int = 0, mesh: str | None = None):
     return model, mc, load_tokenizer(meta.get("tokenizer", "tiny"))
 
 
-def evaluate_checkpoint(model_path: str, *, task: str, seed: int = 0, **settings) -> dict:
+def evaluate_checkpoint(model_path: str, *, task: str, seed: int | None = None,
+                        **settings) -> dict:
     """Held-out CE and strict / robust / format rewards and greedy accuracy of one checkpoint;
-    ``mesh="data=D,fsdp=F"`` evaluates it on a device mesh (parameters and held-out rows split)."""
+    ``mesh="data=D,fsdp=F"`` evaluates it on a device mesh (parameters and held-out rows split).
+
+    ``seed`` draws the data split; by default a stage checkpoint's own (its meta.json), so its
+    held-out rows are the ones its run held out, else 0. The training batch sizes, which an
+    evaluation does not use, are set to the smallest the mesh allows, so that they cannot reject
+    a small task or a mesh."""
+    if seed is None:
+        seed = checkpoint_seed(model_path)
+    n = mesh_devices(settings.get("mesh"))
     cfg = dataclasses.replace(RunConfig(), model=model_path, task=task, seeds=(seed,),
-                              eps=settings.pop("eps", RunConfig.eps),
+                              eps=settings.pop("eps", RunConfig.eps), sft_batch=n, grad_accum=1,
                               grpo=dataclasses.replace(
                                   GRPOConfig(), max_new_tokens=settings.pop("max_new_tokens", 4),
-                                  temperature=settings.pop("temperature", 1.0)),
+                                  temperature=settings.pop("temperature", 1.0),
+                                  prompts_per_step=n),
                               **settings).validate()
     loaded = load_checkpoint_model(model_path, seed, mesh=cfg.mesh)
     ctx, params = build_context(cfg, seed, loaded=loaded)
     result = evaluate(ctx, params, params, "kl_self")
     del result["kl_self"], result["rl/objective"]
-    return {"model": model_path, "task": task, "heldout_rows": len(ctx.eval_answers), **result}
+    return {"model": model_path, "task": task, "seed": seed,
+            "heldout_rows": len(ctx.eval_answers), **result}
+
+
+def checkpoint_seed(path: str) -> int:
+    """The seed in a stage checkpoint's meta.json; 0 for 'tiny' and HF snapshots."""
+    if path == "tiny" or not os.path.isfile(os.path.join(path, "params.safetensors")):
+        return 0
+    seed = ckpt.read_meta(path).get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"{path}/meta.json: seed {seed!r} is not a seed (an integer >= 0)")
+    return seed
 
 
 def lr_sweep(lrs, *, seed: int = 0, sgd: bool = False, cfg: RunConfig | None = None) -> list[dict]:

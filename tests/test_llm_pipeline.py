@@ -333,3 +333,34 @@ def test_tensorboard_and_wandb_receive_every_row(reference_run):
             if k not in ("seed", "order", "stage", "step") and isinstance(v, (int, float)):
                 assert math.isclose(h[prefix + k], v, rel_tol=1e-6, abs_tol=1e-6), k
     assert config is not None and config["grpo"]["kl_mode"] == "reward"
+
+
+def test_eval_takes_the_checkpoints_seed_and_ignores_training_batch_sizes(tmp_path, capsys):
+    """``coupling llm eval`` of a stage checkpoint evaluates the held-out rows of the checkpoint's
+    own seed unless ``--seed`` says otherwise, and a task smaller than the training batch sizes
+    (or a mesh they do not divide) is no reason to refuse it: the evaluation trains nothing."""
+    from toy_models.cli import main
+    from llm_check.sft import split_model
+
+    model, mc, _ = pipeline.load_model(pipeline.RunConfig(), 0)
+    _, params, _ = split_model(model)
+    folder = str(tmp_path / "final")
+    ckpt.save_checkpoint(folder, {"params": params}, {"seed": 3, "model_config": mc.to_hf(),
+                                                      "tokenizer": "tiny", "step": 0})
+    kw = dict(task="builtin", n_train=32, n_heldout=8, eval_samples=1, max_new_tokens=2)
+    own = pipeline.evaluate_checkpoint(folder, **kw)
+    assert own["seed"] == 3 and own == pipeline.evaluate_checkpoint(folder, seed=3, **kw)
+    other = pipeline.evaluate_checkpoint(folder, seed=0, **kw)
+    assert other["sft/ce_heldout"] != own["sft/ce_heldout"]  # another split
+    rows = tmp_path / "small.jsonl"  # 20 rows: 18 to train on, under --sft-batch 32
+    rows.write_text("".join(json.dumps({"prompt": f"{i} + 1 =", "answer": str(i + 1)}) + "\n"
+                            for i in range(20)))
+    capsys.readouterr()
+    assert main(["llm", "eval", "--model", folder, "--task", f"jsonl:{rows}", "--json",
+                 "--eval-samples", "1", "--max-new-tokens", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["seed"], out["heldout_rows"]) == (3, 2)
+    bad = tmp_path / "bad"
+    ckpt.save_checkpoint(str(bad), {"params": params}, {"seed": "x", "model_config": mc.to_hf()})
+    assert main(["llm", "eval", "--model", str(bad)]) == 2
+    assert "seed 'x' is not a seed" in capsys.readouterr().err
