@@ -204,6 +204,17 @@ def load_model(cfg: RunConfig, seed: int):
     return model, mc, load_tokenizer(cfg.model)
 
 
+def check_answers_fit(tok, examples, max_new_tokens: int) -> None:
+    """A sampled completion has at most ``max_new_tokens`` tokens, so an answer that takes more
+    could never earn its reward (and RL would learn nothing from its prompt): an InputError."""
+    n, answer = max((len(tok.encode(ex.answer.strip())), ex.answer) for ex in examples)
+    if n > max_new_tokens:
+        raise InputError(f"setting --max-new-tokens {max_new_tokens}: the answer {answer!r} takes "
+                         f"{n} tokens, so no sampled completion could earn its reward; set "
+                         f"--max-new-tokens {n + 1} or more (the answer and the end-of-turn "
+                         "token)")
+
+
 def load_checked_task(cfg: RunConfig, seed: int) -> data_mod.TaskData:
     """The task of ``cfg`` for ``seed``, with the settings that depend on its size checked."""
     task = data_mod.load_task(cfg.task, seed=seed, eps=cfg.eps, n_train=cfg.n_train,
@@ -232,6 +243,7 @@ def build_context(cfg: RunConfig, seed: int, loaded=None, fns: Jitted | None = N
     graphdef, params, rest = split_model(model)
     fns = fns or make_jitted(cfg, graphdef, rest)
     heldout_rows = task.heldout[: cfg.eval_rows] if cfg.eval_rows else task.heldout
+    check_answers_fit(tok, task.train + heldout_rows, cfg.grpo.max_new_tokens)
     all_prompts = [ex.prompt for ex in task.train + heldout_rows]
     plen = max(len(tok.prompt_ids(p)) for p in all_prompts)
     tp, tm = data_mod.encode_prompts(tok, [ex.prompt for ex in task.train], length=plen)
@@ -418,10 +430,36 @@ def rl_step_fn(ctx: Context, ref_params, step=None):
 # --------------------------------------------------------------------------- the stage driver
 
 def _read_rows(path: str) -> list[dict]:
+    """The rows of a metrics file. A last line without its newline is a row whose writer was
+    killed mid-write: it is dropped (the resumed stage writes its rows again). Any other line that
+    is not a JSON object is an InputError naming the file and line."""
     if not os.path.isfile(path):
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = f.readlines()
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines) and not line.endswith("\n"):
+                break  # cut short by a kill
+            raise InputError(f"{path}:{i}: not a JSON row ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{i}: not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def _read_json(path: str) -> dict:
+    """A settings file (config.json) of an earlier run; not JSON is an InputError."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
 
 
 def _append_row(path: str, row: dict) -> None:
@@ -576,8 +614,7 @@ def run(cfg: RunConfig, out: str, *, resume: bool = False) -> dict:
         if not resume:
             raise InputError(f"--out {out}: already holds a run; pass --resume or choose another "
                              "folder")
-        with open(cfg_path) as f:
-            stored = json.load(f)
+        stored = _read_json(cfg_path)
         now = json.loads(json.dumps(cfg.to_json()))
         # a setting added since the run started (e.g. remat) is missing there: its default held
         default = json.loads(json.dumps(RunConfig().to_json()))

@@ -79,7 +79,10 @@ class SweepConfig:
 def _read_done(path: str) -> dict:
     from llm_check.pipeline import _read_rows
 
-    return {r["key"]: r for r in _read_rows(path)}
+    rows = _read_rows(path)
+    if any("key" not in r for r in rows):
+        raise InputError(f"{path}: a row without its 'key' (not a sweep's rows.jsonl)")
+    return {r["key"]: r for r in rows}
 
 
 def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False, workers: int = 1) -> list[dict]:
@@ -97,6 +100,7 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False, workers: int =
     import jax
     from tqdm.auto import tqdm
 
+    from llm_check.pipeline import _read_json, _write_rows
     from llm_check.sharding import barrier, is_main
 
     sc.validate()
@@ -109,15 +113,15 @@ def run_sweep(sc: SweepConfig, out: str, *, resume: bool = False, workers: int =
     if os.path.exists(cfg_path) and not resume:
         raise InputError(f"--out {out}: already holds a sweep; pass --resume or choose another folder")
     now = json.loads(json.dumps(sc.to_json()))
-    if os.path.exists(cfg_path):
-        with open(cfg_path) as f:
-            if json.load(f) != now:
-                raise InputError(f"--resume: the settings differ from {cfg_path}")
+    if os.path.exists(cfg_path) and _read_json(cfg_path) != now:
+        raise InputError(f"--resume: the settings differ from {cfg_path}")
     rows_path = os.path.join(out, "rows.jsonl")
     done = _read_done(rows_path) if resume else {}
     barrier("sweep: settings checked")  # every process has read the folder before 0 writes it
     if is_main():
         os.makedirs(out, exist_ok=True)
+        if done:  # rewritten whole, so that no row cut short by a kill is left to append after
+            _write_rows(rows_path, list(done.values()))
         if not os.path.exists(cfg_path):
             with open(cfg_path + ".tmp", "w") as f:
                 json.dump(now, f, indent=1)

@@ -141,9 +141,31 @@ def test_sigkill_then_resume_gives_the_uninterrupted_metrics(reference_run, tmp_
         pipeline.run(_cfg(), out)
     with pytest.raises(InputError, match="setting eps differs"):
         pipeline.run(_cfg("--eps", "0.25"), out, resume=True)
+    # a kill in the middle of writing a row leaves its first half: the resume drops it
+    with open(os.path.join(out, "runs", "seed0", "sft_then_rl", "sft", "metrics.jsonl"), "a") as f:
+        f.write('{"seed": 0, "order": "sft_then_rl", "stage": "sft", "st')
     pipeline.run(_cfg(), out, resume=True)
     assert _rows(os.path.join(out, "metrics.jsonl")) == _rows(
         os.path.join(ref_out, "metrics.jsonl"))
+
+
+def test_a_damaged_run_folder_is_a_clear_error_on_resume(tmp_path):
+    """A config.json that is not JSON, or a metrics row that is not (other than a last row cut
+    short by a kill), stops ``--resume`` with an InputError naming the file (and line)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{not json")
+    with pytest.raises(InputError, match="config.json: not valid JSON"):
+        pipeline.run(_cfg(), str(out), resume=True)
+    rows = tmp_path / "metrics.jsonl"
+    rows.write_text('{"step": 1}\n\n{"step": 2}\n{"st')
+    assert pipeline._read_rows(str(rows)) == [{"step": 1}, {"step": 2}]
+    rows.write_text('{"step": 1}\n{"st\n{"step": 3}\n')
+    with pytest.raises(InputError, match=r"metrics.jsonl:2: not a JSON row"):
+        pipeline._read_rows(str(rows))
+    rows.write_text('{"step": 1}\n[1, 2]\n')
+    with pytest.raises(InputError, match=r"metrics.jsonl:2: not a JSON object"):
+        pipeline._read_rows(str(rows))
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -170,9 +192,19 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert max(r["step"] for r in _rows(os.path.join(sft_dir, "metrics.jsonl"))) == 2
 
 
-def test_settings_rejected_up_front():
+def test_settings_rejected_up_front(tmp_path):
     with pytest.raises(InputError, match="sft_batch=64: larger than the train set"):
         pipeline.build_context(_cfg("--sft-batch", "64"), 0)
+    rows = tmp_path / "long.jsonl"  # an answer longer than the sampler may write
+    rows.write_text("".join(json.dumps({"prompt": f"city {i}?", "answer": "New York"
+                                        if i == 7 else "Oslo"}) + "\n" for i in range(40)))
+    from llm_check.tokenizer import load_tokenizer
+
+    n = len(load_tokenizer("tiny").encode("New York"))
+    with pytest.raises(InputError, match=f"--max-new-tokens {n - 1}: the answer 'New York' takes "
+                                         f"{n} tokens"):
+        pipeline.build_context(_cfg("--task", f"jsonl:{rows}", "--heldout-fraction", "0.5",
+                                    "--max-new-tokens", str(n - 1)), 0)
     with pytest.raises(InputError, match="--order"):
         pipeline.RunConfig(order="rl-only").validate()
     for beta in (float("nan"), -0.1):  # a KL weight that is not a number >= 0
