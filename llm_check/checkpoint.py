@@ -108,12 +108,15 @@ def load_checkpoint(path: str, templates: dict) -> tuple[dict, dict]:
             if key not in stored:
                 raise InputError(f"{file}: tensor {key} is missing")
             x = stored.pop(key)
-            like = np.asarray(like)
-            if like.shape == () and x.shape == (1,):  # safetensors stores scalars as [1]
+            # shape and dtype only: the template may be a global array whose shards live on
+            # other processes too, which this process cannot read
+            shape = np.shape(like)
+            dtype = np.dtype(like.dtype if hasattr(like, "dtype") else np.asarray(like).dtype)
+            if shape == () and x.shape == (1,):  # safetensors stores scalars as [1]
                 x = x.reshape(())
-            if x.shape != like.shape or x.dtype != like.dtype:
+            if x.shape != shape or x.dtype != dtype:
                 raise InputError(f"{file}: tensor {key} has shape {x.shape} {x.dtype}, expected "
-                                 f"{like.shape} {like.dtype}")
+                                 f"{shape} {dtype}")
             restored.append(x)
         if stored:
             raise InputError(f"{file}: unexpected tensor {sorted(stored)[0]}")

@@ -140,3 +140,25 @@ def test_step_folders_of_the_older_format_are_named_and_not_read(tmp_path, capsy
     assert "step_000010: training state in an older format" in err and "starts again" in err
     assert ckpt.latest_state(str(tmp_path / "none")) is None  # no folder: nothing to say
     assert capsys.readouterr().err == ""
+
+
+def test_a_template_whose_values_this_process_cannot_read_is_enough(tmp_path):
+    """With several processes a template array may have shards on other processes' devices, and
+    reading its values then fails; ``load_checkpoint`` needs only its shape and dtype."""
+
+    class Remote:  # shape and dtype known here, values not (a non-addressable jax.Array)
+        def __init__(self, shape, dtype):
+            self.shape, self.dtype = shape, np.dtype(dtype)
+
+        def __array__(self, *a, **k):
+            raise RuntimeError("spans non-addressable devices")
+
+    tree = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "n": np.float32(2.0)}
+    ckpt.save_checkpoint(str(tmp_path / "c"), {"params": tree}, {"step": 1})
+    out, _ = ckpt.load_checkpoint(str(tmp_path / "c"), {"params": {
+        "w": Remote((2, 3), np.float32), "n": Remote((), np.float32)}})
+    np.testing.assert_array_equal(out["params"]["w"], tree["w"])
+    assert out["params"]["n"] == 2.0
+    with pytest.raises(InputError, match=r"has shape \(2, 3\) float32, expected \(3, 2\)"):
+        ckpt.load_checkpoint(str(tmp_path / "c"), {"params": {
+            "w": Remote((3, 2), np.float32), "n": Remote((), np.float32)}})
