@@ -345,9 +345,12 @@ def _grpo_bench(cfg, graphdef, params, shapes, rng, seed, repeats, peak) -> dict
     upd()
     upd_s = _median_time(upd, repeats)
     # tokens the update runs: each group's prompt once (shared by its G rows, forward and backward)
-    # and every completion token; counting the prompt G times would overstate MFU (by 1.8x here)
+    # and every completion token; counting the prompt G times would overstate MFU (by 1.8x here).
+    # The LM head runs at the completion positions only (grouped_completion_logprobs), so the
+    # prompt tokens count the layers' FLOPs without the head's 6 D V.
     tokens = shapes["prompts"] * p + n * m
-    g_flops = (train_flops_per_token(cfg, p) * shapes["prompts"] * p
+    head = 6.0 * cfg.hidden_size * cfg.vocab_size
+    g_flops = ((train_flops_per_token(cfg, p) - head) * shapes["prompts"] * p
                + train_flops_per_token(cfg, p + m) * n * m)
     return {
         "rollouts": n, "rollout_s": roll_s, "rollout_tokens_per_s": n * m / roll_s,

@@ -82,7 +82,8 @@ def _add_common(p: argparse.ArgumentParser, single_eps: bool = True) -> dict:
                    help="JSONL tasks without a dev split: the share of rows held out")
     g = groups["model"]
     g.add_argument("--model", default="tiny", help="'tiny' (built-in, random init) or a folder "
-                   "holding an HF Qwen3 snapshot or a run's checkpoint")
+                   "holding an HF Qwen3 snapshot; eval also takes a stage's final checkpoint "
+                   "(RUN/runs/seed0/sft_then_rl/rl/final)")
     g.add_argument("--chunk-size", type=int, default=d.chunk_size,
                    help="sequence positions per LM-head chunk (memory)")
     g = groups["eval"]

@@ -90,9 +90,9 @@ class Jitted:
 
     ce: object          # (params, prompt, pmask, completion, cmask, rows=R) -> held-out CE
     local: object       # (params, delta, *held, rows=R) -> (linear, quadratic, grad CE)
-    logp: object        # (params, tokens, attn, cmask) -> (completion log-probs, entropies) at T
+    logp: object        # (params, prompt, pmask, completion) -> (log-probs, entropies) [P*G, M] at T
     answer_lp: object   # (params, prompt, pmask, completion, cmask, rows=R) -> [N] log p(y | x)
-    reward_grad: object  # (params, tokens, attn, cmask, adv) -> grad J estimate
+    reward_grad: object  # (params, prompt, pmask, completion, cmask, adv) -> grad J estimate
     cos: object
     dot: object
     base_step: object   # SFT steps of the base, SFT and GRPO stages (optimizer inside)

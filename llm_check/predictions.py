@@ -18,7 +18,9 @@ From the target s*, the SFT loss after RL is the SFT model's plus
 ``theory.closed_forms.binary_ce_change`` (for the tilt, exactly thm31.identity:
 E_x[log E_{p_SFT} e^{r/beta}] - (1 - eps)/beta). Simplification: the per-token estimators are
 treated as acting on whole completions, which is exact when only the first answer token varies
-(the built-in task's answers are one digit then <|im_end|>).
+(the built-in task's answers are one digit then <|im_end|> for ``max_operand`` <= 4, the
+default; with larger operands a two-digit sum makes its first digit shared by several answers, and
+the prediction is then an approximation).
 
 No JAX here: the report imports this module.
 """

@@ -46,11 +46,12 @@ def test_device_bench_on_cpu_at_tiny_size(capsys, monkeypatch):
     assert s["tokens_per_s"] == pytest.approx(2 * 16 / s["step_s"])
     assert g["rollouts"] == 4 and g["rollout_tokens_per_s"] == pytest.approx(4 * 3 / g["rollout_s"])
     assert s["model_flops"] == pytest.approx(bench.train_flops_per_token(preset("tiny"), 16) * 32)
-    # the update runs each group's 4-token prompt once and the 4 x 3 completion tokens
+    # the update runs each group's 4-token prompt once and the 4 x 3 completion tokens; the LM
+    # head only at the completion tokens
     assert g["update_tokens"] == 2 * 4 + 4 * 3
-    tf = bench.train_flops_per_token
-    assert g["update_model_flops"] == pytest.approx(tf(preset("tiny"), 4) * 8
-                                                    + tf(preset("tiny"), 7) * 12)
+    tf, c = bench.train_flops_per_token, preset("tiny")
+    assert g["update_model_flops"] == pytest.approx(
+        (tf(c, 4) - 6 * c.hidden_size * c.vocab_size) * 8 + tf(c, 7) * 12)
     assert g["peak_memory_bytes"] >= s["peak_memory_bytes"] > 50e6  # RSS of a process with JAX
     assert r["memory_kind"] == "process max RSS"
 

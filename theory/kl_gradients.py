@@ -160,8 +160,9 @@ def check_grad(claimed: dict | None = None) -> d.Result:
     explicit = d.verify("kl.grad", steps, simplices=simplices)
     # k2 and k3 differ (so the distinction is not vacuous): n = 2, p = (1/2, 1/2), ref = (1/4, 3/4)
     half, quarter = sp.Rational(1, 2), sp.Rational(1, 4)
-    fwd = half * (half * (sp.log(half) - sp.log(quarter)) - half * (half * (sp.log(half) - sp.log(quarter))
-                                                                      + half * (sp.log(half) - sp.log(3 * quarter))))
+    # grad_1 KL(p||ref) = p_1 (log(p_1/ref_1) - sum_i p_i log(p_i/ref_i)); grad_1 KL(ref||p) = p_1 - ref_1
+    fwd = half * ((sp.log(half) - sp.log(quarter)) - (half * (sp.log(half) - sp.log(quarter))
+                                                      + half * (sp.log(half) - sp.log(3 * quarter))))
     rev = half - quarter
     gap = d.verify("kl.grad", [d.at_least("n=2 instance: grad KL(p||ref) != grad KL(ref||p) (entry 1)",
                                           sp.Abs(fwd - rev), sp.Rational(1, 100),
