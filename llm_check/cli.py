@@ -187,14 +187,14 @@ def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> di
     g.add_argument("--std-ddof", type=int, default=d.grpo.std_ddof, help="the group std's ddof")
     g.add_argument("--std-floor", type=float, default=d.grpo.std_floor,
                    help="added to the group std before dividing by it")
-    g.add_argument("--std-eps", dest="std_floor", type=float, help="deprecated: --std-floor")
+    # deprecated spellings, still accepted, not listed (docs/glossary.md names them)
+    g.add_argument("--std-eps", dest="std_floor", type=float, help=argparse.SUPPRESS)
     g.add_argument("--clip-low", type=float, default=d.grpo.clip_low,
                    help="the ratio's clip range below 1: clip(rho, 1 - low, 1 + high)")
     g.add_argument("--clip-high", type=float, default=None,
                    help="the range above 1 (default: --clip-low)")
-    g.add_argument("--clip-eps", dest="clip_low", type=float, help="deprecated: --clip-low")
-    g.add_argument("--clip-eps-high", dest="clip_high", type=float,
-                   help="deprecated: --clip-high")
+    g.add_argument("--clip-eps", dest="clip_low", type=float, help=argparse.SUPPRESS)
+    g.add_argument("--clip-eps-high", dest="clip_high", type=float, help=argparse.SUPPRESS)
     g.add_argument("--inner-iters", type=int, default=d.grpo.inner_iters,
                    help="updates per rollout batch (mu)")
     g.add_argument("--top-p", type=float, default=d.grpo.top_p, help="nucleus sampling")
@@ -207,8 +207,9 @@ def _add_run_flags(p: argparse.ArgumentParser, d, single_eps: bool = True) -> di
                    help="steps between evaluations")
     g.add_argument("--local-steps", type=int, default=d.local_steps,
                    help="local theory on RL steps 1..N and every eval step (-1: every step)")
-    g.add_argument("--no-local-theory", action="store_true",
-                   help="skip the per-step second-order prediction (an HVP per RL step)")
+    g.add_argument("--local-theory", action=argparse.BooleanOptionalAction,
+                   default=d.local_theory, help="the per-step second-order prediction of the CE "
+                   "change (an HVP per RL step); the sweep leaves it off")
     groups["ckpt"].add_argument("--ckpt-every", type=int, default=d.ckpt_every,
                                 help="steps between checkpoints")
     return groups
@@ -225,7 +226,7 @@ def _config_defaults(cfg) -> dict:
         "base_p_correct", "init_std", "sft_steps", "sft_batch", "grad_accum", "rl_steps",
         "eval_every", "ckpt_every", "chunk_size", "local_steps")}
     out.update(seeds=",".join(str(s) for s in cfg.seeds) + ("," if len(cfg.seeds) == 1 else ""),
-               no_local_theory=not cfg.local_theory, beta=g.beta, group_size=g.group_size,
+               local_theory=cfg.local_theory, beta=g.beta, group_size=g.group_size,
                prompts_per_step=g.prompts_per_step, clip_low=g.clip_low,
                clip_high=g.clip_high, inner_iters=g.inner_iters, std_ddof=g.std_ddof,
                std_floor=g.std_floor, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
@@ -295,8 +296,8 @@ def _parser(config=None) -> argparse.ArgumentParser:
     from llm_check.run_config import sweep_run_config
 
     sweep_defaults = _config_defaults(config or sweep_run_config())
-    if config is None:  # each setting's own (SweepConfig.rl_lr, rl_adam_eps)
-        del sweep_defaults["rl_lr"], sweep_defaults["rl_adam_eps"]
+    if config is None:  # each setting's own (SweepConfig.rl_lr, rl_adam_eps); the model's own
+        del sweep_defaults["rl_lr"], sweep_defaults["rl_adam_eps"], sweep_defaults["base_steps"]
     swp.set_defaults(**{k: v for k, v in sweep_defaults.items() if k not in ("eps", "seeds")})
     if config is not None:
         run.set_defaults(**_config_defaults(config))
@@ -371,7 +372,7 @@ def config_from_args(a) -> RunConfig:
         sft_optim=optim("sft", a.sft_steps),
         rl_steps=a.rl_steps, rl_optim=optim("rl", a.rl_steps),
         grpo=grpo, eval_every=a.eval_every, ckpt_every=a.ckpt_every, chunk_size=a.chunk_size,
-        local_theory=not a.no_local_theory, local_steps=a.local_steps, mesh=a.mesh,
+        local_theory=a.local_theory, local_steps=a.local_steps, mesh=a.mesh,
         remat=a.remat,
         report_to=getattr(a, "report_to", d.report_to),
         dtype=a.dtype)

@@ -111,7 +111,12 @@ def write_fixture(name: str, fields: dict, seed: int, root: Path = FIXTURE_DIR) 
     return dest
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m llm_check.make_fixtures",
+                            description=(__doc__ or "").strip().split("\n")[0]
+                            + " Takes no arguments.").parse_args(argv)
     for name, (fields, seed) in FIXTURE_CONFIGS.items():
         dest = write_fixture(name, fields, seed)
         size = sum(f.stat().st_size for f in dest.iterdir())

@@ -167,3 +167,15 @@ def test_help_is_grouped_with_defaults_and_imports_no_jax():
                   "outputs and checkpoints:", "devices:"):
         assert f"\n{title}\n" in out, title
     assert "--rl-clip-norm RL_CLIP_NORM" in out and "(default: 100.0)" in out
+
+
+def test_sweep_defaults_follow_the_model_and_local_theory_can_be_turned_on():
+    """The sweep starts from ``sweep_run_config``, yet a snapshot still gets no base stage (as
+    ``run`` gives it), and ``--local-theory`` turns back on what the sweep leaves off."""
+    sweep = lambda *a: config_from_args(_parser().parse_args(["sweep", *a]))  # noqa: E731
+    assert sweep().base_steps == 100 and sweep("--model", "some/snapshot").base_steps == 0
+    assert sweep("--model", "some/snapshot", "--base-steps", "5").base_steps == 5
+    assert sweep().local_theory is False and sweep("--local-theory").local_theory is True
+    run = lambda *a: config_from_args(_parser().parse_args(["run", *a]))  # noqa: E731
+    assert run().local_theory is True and run("--no-local-theory").local_theory is False
+    assert run("--std-eps", "0.01").grpo.std_floor == 0.01  # a deprecated spelling still works

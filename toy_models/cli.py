@@ -22,7 +22,7 @@ USAGE = """usage: coupling {verify,toy,llm} ...
 
   verify   check every claim of docs/theory.md, symbolically (sympy) and numerically (JAX)
   toy      analyze / explore / sweep tabular softmax instances
-  llm      run / eval the Qwen3 confirmation runs (needs the [llm] extra)
+  llm      run / eval / sweep / sweep-lr: the Qwen3 confirmation runs (needs the [llm] extra)
 
 Run `coupling SUBCOMMAND --help` for the options of each."""
 
