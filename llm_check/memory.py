@@ -26,7 +26,11 @@ at least ``n_devices``. ``device_budget()`` is a quarter of the first device's m
 reports it (``bytes_limit`` on GPU, TPU; the weights, optimizer state and the reference policy
 hold the rest) and 2 GiB elsewhere (CPU, which reports none). It depends on the device, not on
 what else is using it at the moment, so the choice, and with it the float rounding of the results,
-is the same when a run is resumed on the same kind of device.
+is the same when a run is resumed on the same kind of device. The sampled evaluation's draws depend
+on the choice too: each mini-batch of prompts draws with its own key (``pipeline.evaluate``), so on
+another kind of device, dtype or number of devices, where ``sample_rows`` picks another size, the
+rewards and KLs of a sampled evaluation are other samples of the same quantities, not the same
+samples. Training is not affected: the rollouts of an RL step are one batch.
 
 ``python -m llm_check.memory --preset qwen3-0.6b --rows 220 --prompt-len 96 --completion-len 4``
 prints, for one mini-batch of those shapes, the estimate beside XLA's count (the function is
