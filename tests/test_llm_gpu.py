@@ -2,7 +2,7 @@
 path (forward and KV-cache decoding agree; gradients do not, a known failure), and float32 on the
 GPU against the CPU (XLA's default float32 matmuls on the GPU use TF32).
 
-Run by ``scripts/gpu_check.sh`` on a lent GPU; the figures are in docs/benchmarks.md.
+Run by ``scripts/gpu_check.sh`` on a GPU; the figures are in docs/benchmarks.md.
 """
 
 from __future__ import annotations

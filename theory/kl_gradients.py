@@ -219,7 +219,7 @@ _B = [(sp.Rational(3, 5), sp.Rational(3, 10), sp.Rational(1, 10)),
       (sp.Rational(1, 10), sp.Rational(3, 5), sp.Rational(3, 10)),
       (sp.Rational(1, 10), sp.Rational(1, 10), sp.Rational(4, 5))]
 _UNIFORM = (sp.Rational(1, 3),) * 3
-TOKEN_INSTANCE_ERROR = "0.0360"   # max |per-token - exact| on this instance (docs/theory.md quotes 0.078 on its own)
+TOKEN_INSTANCE_ERROR = "0.0360"   # max |per-token - exact| on this instance (quoted in docs/theory.md)
 TOKEN_INSTANCE = {"first": _A, "second": _B, "ref_first": _UNIFORM, "ref_second": [_UNIFORM] * 3}
 
 
