@@ -453,6 +453,31 @@ def _read_rows(path: str) -> list[dict]:
     return rows
 
 
+def setting_differs(stored: dict, cfg: RunConfig) -> str | None:
+    """The first setting (``grpo.beta`` for a nested one) in which a run's stored config.json and
+    ``cfg`` differ, or None. A setting added since the run started (``remat``, or a field inside
+    ``grpo``) is missing from the stored file: the default it had then is filled in."""
+    def filled(old, default):
+        if isinstance(old, dict) and isinstance(default, dict):
+            return {k: filled(old[k], default[k]) if k in old and k in default
+                    else old.get(k, default.get(k)) for k in set(old) | set(default)}
+        return old
+
+    def first(a, b, prefix=""):
+        for k in sorted(set(a) | set(b)):
+            x, y = a.get(k), b.get(k)
+            if isinstance(x, dict) and isinstance(y, dict):
+                found = first(x, y, f"{prefix}{k}.")
+                if found:
+                    return found
+            elif x != y:
+                return prefix + k
+        return None
+
+    now = json.loads(json.dumps(cfg.to_json()))
+    return first(filled(stored, json.loads(json.dumps(RunConfig().to_json()))), now)
+
+
 def _read_json(path: str) -> dict:
     """A settings file (config.json) of an earlier run; not JSON is an InputError."""
     try:
@@ -614,14 +639,9 @@ def run(cfg: RunConfig, out: str, *, resume: bool = False) -> dict:
         if not resume:
             raise InputError(f"--out {out}: already holds a run; pass --resume or choose another "
                              "folder")
-        stored = _read_json(cfg_path)
-        now = json.loads(json.dumps(cfg.to_json()))
-        # a setting added since the run started (e.g. remat) is missing there: its default held
-        default = json.loads(json.dumps(RunConfig().to_json()))
-        diff = sorted(k for k in set(stored) | set(now)
-                      if stored.get(k, default.get(k)) != now.get(k))
+        diff = setting_differs(_read_json(cfg_path), cfg)
         if diff:
-            raise InputError(f"--resume: setting {diff[0]} differs from {cfg_path}")
+            raise InputError(f"--resume: setting {diff} differs from {cfg_path}")
     elif main:
         os.makedirs(out, exist_ok=True)
         tmp = cfg_path + ".tmp"

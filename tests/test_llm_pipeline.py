@@ -396,3 +396,21 @@ def test_eval_takes_the_checkpoints_seed_and_ignores_training_batch_sizes(tmp_pa
     ckpt.save_checkpoint(str(bad), {"params": params}, {"seed": "x", "model_config": mc.to_hf()})
     assert main(["llm", "eval", "--model", str(bad)]) == 2
     assert "seed 'x' is not a seed" in capsys.readouterr().err
+
+
+def test_resume_compares_every_setting_and_fills_in_ones_added_since():
+    """``setting_differs`` names the first differing setting, nested ones by their path; a field
+    missing from an older config.json (top-level or inside ``grpo``) counts as its default."""
+    cfg = _cfg()
+    stored = json.loads(json.dumps(cfg.to_json()))
+    assert pipeline.setting_differs(stored, cfg) is None
+    del stored["remat"], stored["grpo"]["kl_in_baseline"]  # a run from before they existed
+    assert pipeline.setting_differs(stored, cfg) is None
+    stored["grpo"]["beta"] = 0.5
+    assert pipeline.setting_differs(stored, cfg) == "grpo.beta"
+    stored["eps"] = 0.1
+    assert pipeline.setting_differs(stored, cfg) == "eps"
+    on = dataclasses.replace(cfg, grpo=dataclasses.replace(cfg.grpo, kl_in_baseline=True))
+    del stored["eps"]
+    stored["grpo"]["beta"] = cfg.grpo.beta
+    assert pipeline.setting_differs(stored, on) == "grpo.kl_in_baseline"
