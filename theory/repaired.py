@@ -108,7 +108,9 @@ def check_robust(bound: Callable = robust_bound) -> d.Result:
         d.sum_nonnegative("any n: sum_i |s_i - d_i| ((M - m)/2 - |f_i - c|) >= 0 at c = (M + m)/2",
                           sums.vsum(lambda i: sp.Abs(g.sft[g.x, i] - g.expert[g.x, i])
                                     * _FACTOR_GAP(g.rew[g.x, i] ** 2), g.n),
-                          "m <= f_i <= M termwise, so |E_SFT f - E_D f| <= (M - m) TV", sample=False, **kw),
+                          "a stated lemma, not derived: the termwise factor (M - m)/2 - |f_i - c| >= 0 "
+                          "because m <= f_i <= M; with it |E_SFT f - E_D f| <= (M - m) TV",
+                          sample=False, **kw),
         d.equal("the constant: (e^{r_max/beta} - e^{r_min/beta}) / e^{r_min/beta} = e^{Delta r/beta} - 1",
                 (sp.exp(rmax / beta) - sp.exp(rmin / beta)) / sp.exp(rmin / beta),
                 sp.exp((rmax - rmin) / beta) - 1, "divide by Z_D >= e^{r_min/beta}"),

@@ -211,7 +211,8 @@ def _pinsker_proof(bound: Callable) -> list:
                     "sum p = sum p' = 1", **kw),
         d.sum_nonnegative("any n: Delta r TV - |sum (p - p')(r - c)| >= sum |p - p'| (Delta r/2 - |r - c|) >= 0",
                           sums.vsum(lambda j: sp.Abs(P[g.x, j] - Q[g.x, j]) * _HALF_RANGE_GAP(rr[g.x, j] ** 2), g.n),
-                          "triangle inequality; |r - c| <= Delta r/2 at c = (max r + min r)/2", sample=False, **kw),
+                          "triangle inequality; a stated lemma, not derived: the termwise factor "
+                          "Delta r/2 - |r - c| >= 0 at c = (max r + min r)/2", sample=False, **kw),
     ]
     # 2. Binary Pinsker: F(q) = kl2(a || q) - 2 (a - q)^2 has F(a) = 0 and F'(q) = (q - a) g'(q), with
     #    g'(q) = 1/(q(1 - q)) - 4 = (1 - 2q)^2/(q(1 - q)) >= 0: F decreases then increases, so F >= 0.
