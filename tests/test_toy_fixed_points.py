@@ -40,3 +40,31 @@ def test_std_multiplier_mean_limit():
     # with a huge eps floor the std division is a constant rescaling: m = (1 - 1/G)/eps
     s = np.array([0.2, 0.5])
     assert np.allclose(cf.std_division_multiplier(s, 4, std_floor=1e6) * 1e6, 0.75, rtol=1e-5)
+
+
+def test_grpo_fixedpoint_tells_the_std_divisions_ddof_apart(monkeypatch):
+    """A claimed fixed point for the std-divided advantages with the other ddof (0 for 1) is 0.016
+    from the true one: the sampled GRPO run must reject it (the tolerance is 5e-3)."""
+    real = cf.estimator_fixed_point
+
+    def other_ddof(ref, reward, beta, g, baseline="rloo", kl="k2", ddof=1, **kw):
+        return real(ref, reward, beta, g, baseline, kl, ddof=1 - ddof, **kw)
+    monkeypatch.setattr(fp.cf, "estimator_fixed_point", other_ddof)
+    res = fp.check_grpo_fixedpoint()
+    assert res.status == "fail" and "sampled GRPO" in res.detail
+
+
+def test_grpo_fixedpoint_rejects_a_claimed_fixed_point_off_by_001(monkeypatch):
+    """Moving 0.01 of probability between two answers of the claimed std-division fixed point
+    (40x the sampled run's error) fails the check; the old tolerance of 0.02 let it pass."""
+    real = cf.estimator_fixed_point
+
+    def shifted(ref, reward, beta, g, baseline="rloo", kl="k2", **kw):
+        p = np.array(real(ref, reward, beta, g, baseline, kl, **kw))
+        if baseline == "std":
+            p[0, 0] -= 0.01
+            p[0, 1] += 0.01
+        return p
+    monkeypatch.setattr(fp.cf, "estimator_fixed_point", shifted)
+    res = fp.check_grpo_fixedpoint()
+    assert res.status == "fail" and "sampled GRPO" in res.detail
