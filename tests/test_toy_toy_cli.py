@@ -30,6 +30,10 @@ def test_analyze_counterexample_text_and_json(capsys):
     ('{"prompt_weights": [1.0], "expert": [[0.5, 0.5]], "reward": [[1, 0]], "beta": 0}', "`beta` must be > 0"),
     ('{"prompt_weights": [1.0], "expert": [[0.5, 0.5]], "beta": 1}', "missing key `reward`"),
     ('{"prompt_weights": [1.0], ', "invalid JSON"),
+    ('{"prompt_weights": [1.0], "expert": [[0.5, 0.5]], "reward": [[1e300, 0]], "beta": 1}',
+     "range over `beta` is 1e+300"),
+    ('{"prompt_weights": [1.0], "expert": [[0.5, 0.5]], "reward": [[1, 0]], "beta": 1e-300}',
+     "must be <= 700"),
 ])
 def test_bad_instance_is_one_line_on_stderr_and_exit_2(tmp_path, capsys, content, message):
     path = tmp_path / "bad.json"
@@ -45,18 +49,39 @@ def test_missing_file_and_unknown_claim(tmp_path, capsys):
     assert coupling(["toy", "explore", "--claim", "thm99"]) == 2
     assert "unknown claim ID" in capsys.readouterr().err
     assert coupling(["toy", "explore", "--claim", "thm41.paper", "--budget", "0"]) == 2
+    capsys.readouterr()
+    assert coupling(["toy", "explore", "--claim", "thm41.paper", "--seed", "-1"]) == 2
+    assert coupling(["toy", "sweep", "--out", str(tmp_path / "s"), "--seed", "-1"]) == 2
+    assert capsys.readouterr().err.count("--seed -1: must be >= 0") == 2
+    assert not (tmp_path / "s").exists()
 
 
-def test_explore_true_claim_reports_none_with_count(capsys):
-    # random search, then the gradient refinement of the 16 lowest margins: still none
-    assert coupling(["toy", "explore", "--claim", "thm41.gibbs", "--budget", "1024", "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
-    assert not data["found"] and data["tried"] == 1024 + 16 and data["counterexample"] is None
-    assert data["best_margin"] >= 0
+def test_analyze_reads_its_file_as_utf8_whatever_the_locale(tmp_path):
+    """The file is UTF-8 (checked when it is loaded); nothing reads it again in the locale's
+    encoding, so a C locale without Python's UTF-8 mode still works."""
+    import os
+    import subprocess
+    import sys
+
+    text = EXAMPLE.read_text(encoding="utf-8").replace('{', '{"_c": "β = 1/2, ε",', 1)
+    path = tmp_path / "utf8.json"
+    path.write_text(text, encoding="utf-8")
+    env = dict(os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0",
+               PYTHONIOENCODING="utf-8", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-m", "toy_models.cli", "toy", "analyze", str(path)],
+                          env=env, capture_output=True, text=True, encoding="utf-8", timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "0.7376" in proc.stdout
 
 
-def test_sweep_refuses_a_file_as_output(tmp_path, capsys):
-    target = tmp_path / "file"
-    target.write_text("x")
-    assert coupling(["toy", "sweep", "--out", str(target)]) == 2
-    assert "not a directory" in capsys.readouterr().err
+def test_sweep_refuses_an_output_it_cannot_write_before_any_work(tmp_path, capsys, monkeypatch):
+    """An --out the user may not write is refused up front, not after minutes of work (tested by
+    making the access check say no: the tests may run as a user who can write anywhere)."""
+    from toy_models import sweep
+
+    monkeypatch.setattr(sweep.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(sweep, "random_batch", lambda *a, **k: pytest.fail("work was started"))
+    assert coupling(["toy", "sweep", "--out", str(tmp_path / "out")]) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

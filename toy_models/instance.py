@@ -130,6 +130,11 @@ def validate(raw: dict, where: str) -> tuple[Instance, tuple[float, ...]]:
         raise InputError(f"{where}: `beta` must be a finite number, got {beta!r}")
     if beta <= 0:
         raise InputError(f"{where}: `beta` must be > 0, got {beta!r}")
+    spread = float(np.max(mats["reward"]) - np.min(mats["reward"]))
+    if not spread / beta <= MAX_SPREAD_OVER_BETA:
+        raise InputError(f"{where}: the reward's range over `beta` is {spread / beta:.4g}; the "
+                         f"closed forms need e^(range/beta) in float64, so it must be <= "
+                         f"{MAX_SPREAD_OVER_BETA} (rescale the reward or raise `beta`)")
     steps = raw.get("sft_steps", [0.1, 0.5, 1.0])
     if (not isinstance(steps, list) or not steps
             or not all(_finite_number(s) and s > 0 for s in steps)):
@@ -143,6 +148,10 @@ def validate(raw: dict, where: str) -> tuple[Instance, tuple[float, ...]]:
     inst = make_instance(q, expert, mats["reward"], float(beta),
                          mats.get("reference"), mats.get("sft_policy"))
     return inst, tuple(float(s) for s in steps)
+
+
+# e^x overflows float64 past x = 709; the measured quantities go wrong beyond it, not before
+MAX_SPREAD_OVER_BETA = 700
 
 
 def load_instance(path: str | Path) -> tuple[Instance, tuple[float, ...]]:

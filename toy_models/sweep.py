@@ -228,6 +228,8 @@ def sweep(out_dir: str | Path, seed: int = 0) -> list[str]:
     parent = out_dir.resolve().parent
     if not parent.is_dir():
         raise InputError(f"--out {out_dir}: parent directory {parent} does not exist")
+    if not os.access(out_dir if out_dir.exists() else parent, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out_dir}: not writable")  # before minutes of work, not after
     rng = np.random.default_rng(seed)
     batch = random_batch(rng, N_INSTANCES, X, Y)
     m_fwd, m_rev = _run_pipelines(batch)

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import jax
 
@@ -37,13 +38,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_seed(seed: int) -> None:
+    if seed < 0:
+        raise InputError(f"--seed {seed}: must be >= 0")
+
+
 def _analyze(args) -> int:
     from toy_models.analyze import analyze, format_text
     from toy_models.instance import load_instance
 
-    inst, steps = load_instance(args.instance)
-    with open(args.instance) as fh:
-        has_sft = "sft_policy" in json.load(fh)
+    inst, steps = load_instance(args.instance)  # validated: the file is UTF-8 JSON
+    has_sft = "sft_policy" in json.loads(Path(args.instance).read_text(encoding="utf-8"))
     result = analyze(inst, steps, has_sft)
     print(json.dumps(result, indent=2) if args.json else format_text(result))
     return 0
@@ -57,6 +62,7 @@ def _explore(args) -> int:
         raise InputError(f"--claim {args.claim!r}: unknown claim ID; choose from {', '.join(MARGINS)}")
     if args.budget < 1:
         raise InputError(f"--budget {args.budget}: must be >= 1")
+    _check_seed(args.seed)
     progress = explore.stderr_progress if args.budget > explore.CHUNK else None
     res = explore.search(args.claim, args.seed, args.budget, progress)
     if args.json:
@@ -74,6 +80,7 @@ def _explore(args) -> int:
 def _sweep(args) -> int:
     from toy_models.sweep import sweep
 
+    _check_seed(args.seed)
     names = sweep(args.out, args.seed)
     print(f"wrote {len(names)} files to {args.out}: {', '.join(names)}")
     return 0
