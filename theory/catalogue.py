@@ -62,7 +62,7 @@ PROVED_FOR = {
     "thm31.local": "any n, any prompts (m2 - m1^2 = d^T F d, L - L* = E KL >= 0); the series in cumulant coordinates (any distribution)",
     "threshold.kl": "any n, any prompts (the iff); reward-maximal case any n; large-beta series in moment coordinates",
     "thm41.gibbs": "any n, any prompts (identity and drop >= 0)",
-    "thm41.local": "n = 2, 3, 1-2 prompts",
+    "thm41.local": "n = 2, 3, one prompt of weight q (the Hessian is block-diagonal over prompts)",
     "thm41.argmax": "any n, any |A| (per prompt; E_x is linear); the limit at n = 3, 4",
     "thm41.pinsker": "any n, any prompts (binary Pinsker, log-sum inequality, Jensen; the termwise |r - c| <= Delta r/2 step as a lemma)",
     "thm41.paper": "two exact rational counterexamples",

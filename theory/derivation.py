@@ -13,8 +13,9 @@ simplification), and the result says which step failed and why:
   bounded along ``var = 0.04, 0.02, 0.01, 0.005`` at every random point.
 - ``limit``: ``lhs - rhs -> 0`` as ``var -> point`` by sympy's ``limit``, and numerically
   ``|lhs - rhs|`` shrinks along ``var = 8, 16, 32`` (point = oo).
-- ``at_least``: an inequality sympy cannot decide in closed form (Jensen, Pinsker, PL bounds),
-  stated symbolically and checked numerically: ``lhs >= rhs`` at many random points.
+- ``at_least``: an inequality sympy cannot decide in closed form (the PL bounds; Jensen and
+  Pinsker are now proved), stated symbolically and checked numerically: ``lhs >= rhs`` at many
+  random points.
 - ``nonnegative``: sympy's assumptions prove ``lhs >= 0`` (a sum of products of non-negative
   symbols), cross-checked at random points.
 - ``close``: two closed-form constants (no free symbols) agree to 30 digits when evaluated with

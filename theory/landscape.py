@@ -24,8 +24,8 @@ import sympy as sp
 
 from theory import derivation as d
 from theory import sums
-from theory.symbols import (Delta0, Lnorm, Ls, T, aspect, c1, c2, cosphi, direction, direction3, eig_min,
-                            eig_steps, ell, eta, gap, gnorm, kappa, lam_w, m1, m2, mu, muL, phi, point, s,
+from theory.symbols import (Delta0, Lnorm, Ls, T, aspect, c1, c2, cosphi, direction, eig_min,
+                            ell, eta, gap, gnorm, kappa, lam_w, m1, m2, mu, muL, phi, point, s,
                             spread, topk_g, topk_z, w)
 
 
@@ -201,13 +201,6 @@ def check_kantorovich(bound: Callable = kantorovich_bound) -> d.Result:
     cond = a / b
     cos_sq = (a * w + b * (1 - w)) ** 2 / (a ** 2 * w + b ** 2 * (1 - w))   # w = squared weight on a
     w_star = b / (a + b)
-    # 3-D: eigenvalues b <= b + y1 <= b + y1 + y2, any delta.
-    y1, y2 = eig_steps
-    d1, d2, d3 = direction3
-    lam = (b, b + y1, b + y1 + y2)
-    dd = (d1, d2, d3)
-    num = sum(li * di ** 2 for li, di in zip(lam, dd))
-    cos3 = num / (sp.sqrt(sum(di ** 2 for di in dd)) * sp.sqrt(sum(li ** 2 * di ** 2 for li, di in zip(lam, dd))))
     # Any dimension N: eigenvalues in [m, M] written lambda_i = (m + M u_i)/(1 + u_i), u_i >= 0;
     # weights w_i = delta_i^2 >= 0 in H's eigenbasis. A = delta^T H delta, B = ||H delta||^2, W = ||delta||^2.
     dim = sp.Symbol("N", integer=True, positive=True)

@@ -57,11 +57,8 @@ def sums_to_one(base: sp.IndexedBase, size) -> Fact:
 
 def known_sum(name: str, summand_of: Callable[[sp.Symbol], sp.Expr], value_of: Callable[[sp.Symbol], sp.Expr],
               size=None) -> Fact:
-    """Σ_i summand_of(i) = value_of(i): e.g. Σ_i π_i e^{r_i/β} = Z (value free of i).
-
-    ``outer`` are free indices (a prompt x) that the fact holds for every value of; they are
-    matched as given (the caller uses the same symbol).
-    """
+    """Σ_i summand_of(i) = value_of(i): e.g. Σ_i π_i e^{r_i/β} = Z (value free of i). Free
+    indices in the summand (a prompt x) are matched as given: the caller uses the same symbol."""
     probe = sp.Symbol("_probe", integer=True, positive=True)
     pattern = sp.expand(summand_of(probe))
 

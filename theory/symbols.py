@@ -64,8 +64,6 @@ aspect = sp.Symbol("a_L", positive=True)         # lambda_min(L) / L_s, in (0, 1
 point = sp.symbols("theta1 theta2", real=True)   # a point, relative to L's minimizer
 direction = sp.symbols("d1 d2", real=True)       # an RL direction
 eig_min = sp.Symbol("b", positive=True)          # smallest non-zero eigenvalue
-eig_steps = sp.symbols("y1 y2", nonnegative=True)          # gaps between sorted eigenvalues
-direction3 = sp.symbols("delta1:4", real=True)             # a 3-D direction
 topk_g = sp.symbols("g1:5", real=True)                     # a 4-D direction in H's eigenbasis
 topk_z = sp.symbols("z1:5", nonnegative=True)              # lambda_i = z_i + ... + z_4
 

@@ -2,7 +2,7 @@
 
 Claims implemented: thm41.gibbs, thm41.local, thm41.argmax, thm41.pinsker, and the one SFT step
 from the regularized optimum used by thm41.paper and by ``coupling toy analyze``. The SFT step is
-The README's definition: one gradient-descent step on L from the logits of p* (reference =
+one gradient-descent step on L from the logits of p* (reference =
 ``inst.reference``), the gradient in θ_x being q(x)(p_x − p_D(·|x)).
 """
 

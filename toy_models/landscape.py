@@ -84,8 +84,8 @@ def optimal_duration(mu, ell, smooth_sft, weight):
 
 
 def step_threshold(cos_phi, smooth_sft, eta, grad_j_norm, grad_l_norm):
-    """pl.threshold: the step θ + η∇J is guaranteed to lower L iff cos φ > this value,
-    L_s η ‖∇J‖ / (2‖∇L‖) (φ the angle between −∇L and ∇J)."""
+    """pl.threshold: the step θ + η∇J is guaranteed (by the descent lemma) to lower L if cos φ >
+    this value, L_s η ‖∇J‖ / (2‖∇L‖) (φ the angle between −∇L and ∇J); sufficient, not necessary."""
     del cos_phi
     return smooth_sft * eta * grad_j_norm / (2 * grad_l_norm)
 
