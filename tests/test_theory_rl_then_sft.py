@@ -48,3 +48,16 @@ def test_pinsker_weaker_true_constant_fails_too_and_nothing_is_sampled():
     result = m.check_pinsker(bound=lambda spread, kl_value: spread * sp.sqrt(kl_value))
     assert result.failed.name == "the claimed bound is Delta r sqrt(E KL / 2)"
     assert not any(s.sampled for s in m.check_pinsker().steps)
+
+
+def test_pinsker_rejects_a_halved_range_constant_in_the_tv_step():
+    result = m.check_pinsker(range_constant=lambda hi, lo: (hi - lo) / 2)
+    failed = {s.name for s in result.steps if not s.ok}
+    assert any("(M - m) TV - (E_p f - E_p' f)" in name for name in failed), failed
+    assert any("(M - m) TV + (E_p f - E_p' f)" in name for name in failed), failed
+
+
+def test_pinsker_tv_step_is_derived_and_cross_checked():
+    steps = [s for s in m.check_pinsker().steps if s.name.startswith("any n, f = r ")]
+    assert len(steps) == 7 and all(s.ok for s in steps)
+    assert all("no random cross-check" not in s.reason for s in steps)

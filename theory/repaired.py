@@ -22,6 +22,7 @@ from theory import derivation as d
 from theory import generic as g
 from theory import sums
 from theory.objectives import expectation, kl, sft_loss
+from theory.rl_then_sft import range_tv_steps
 from theory.symbols import beta, delta, prob_vector, real_vector, rmin, rstar
 
 R = sp.Rational
@@ -76,10 +77,9 @@ def robust_bound(c1_value, spread_over_beta, tv):
     return c1_value + sp.log(1 - (sp.exp(spread_over_beta) - 1) * tv)
 
 
-_FACTOR_GAP = g.opaque_nonnegative("half_range_minus_dev", lambda a: a)
-
-
-def check_robust(bound: Callable = robust_bound) -> d.Result:
+def check_robust(bound: Callable = robust_bound, range_constant: Callable = lambda hi, lo: hi - lo) -> d.Result:
+    """``bound(C1, Delta r/beta, TV)`` is the claimed bound; ``range_constant(M, m)`` the claimed constant
+    of |E_SFT f - E_D f| <= (M - m) TV for m <= f = e^{r/beta} <= M (proved termwise, any n)."""
     S, D, Rv = g.per_prompt(g.sft), g.per_prompt(g.expert), g.per_prompt(g.rew)
     kw = dict(facts=g.FACTS, sizes=g.SIZES, probs=g.PROBS)
     z_s = sums.vsum(lambda i: g.sft[g.x, i] * sp.exp(g.rew[g.x, i] / beta), g.n)
@@ -105,12 +105,8 @@ def check_robust(bound: Callable = robust_bound) -> d.Result:
         d.sum_equal("any n: E_SFT f - E_D f = sum_i (s_i - d_i)(f_i - c) for any constant c",
                     z_s - z_d, sums.vsum(lambda i: (g.sft[g.x, i] - g.expert[g.x, i]) * (f(i) - c), g.n),
                     "sum s = sum d = 1", **kw),
-        d.sum_nonnegative("any n: sum_i |s_i - d_i| ((M - m)/2 - |f_i - c|) >= 0 at c = (M + m)/2",
-                          sums.vsum(lambda i: sp.Abs(g.sft[g.x, i] - g.expert[g.x, i])
-                                    * _FACTOR_GAP(g.rew[g.x, i] ** 2), g.n),
-                          "a stated lemma, not derived: the termwise factor (M - m)/2 - |f_i - c| >= 0 "
-                          "because m <= f_i <= M; with it |E_SFT f - E_D f| <= (M - m) TV",
-                          sample=False, **kw),
+        *range_tv_steps(g.expert, range_constant, "f = e^{r/beta} (m = e^{r_min/beta}, M = e^{r_max/beta})",
+                        "d", "s"),
         d.equal("the constant: (e^{r_max/beta} - e^{r_min/beta}) / e^{r_min/beta} = e^{Delta r/beta} - 1",
                 (sp.exp(rmax / beta) - sp.exp(rmin / beta)) / sp.exp(rmin / beta),
                 sp.exp((rmax - rmin) / beta) - 1, "divide by Z_D >= e^{r_min/beta}"),

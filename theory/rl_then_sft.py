@@ -11,8 +11,9 @@ Simplifications:
   and a cumulant series of the KL of an exponential tilt (docs/theory.md §8), not the Hessian of
   J_beta in raw logits;
 - the argmax set is posed in gap coordinates r_y = r* - g_y (g_y = 0 on A, >= delta off A);
-- Pinsker's inequality is proved (binary Pinsker, the log-sum inequality, Jensen); the Delta r * TV
-  bound rests on the stated termwise lemma |r - c| <= Delta r/2.
+- Pinsker's inequality is proved (binary Pinsker, the log-sum inequality, Jensen), and so is the
+  Delta r * TV bound (``range_tv_steps``: termwise, in positive/negative parts of p - p' and
+  r = min r + Delta r w_1 with (w_1, w_2) a probability 2-vector).
 
 Each check takes the claimed statement as a parameter (the true one by default).
 """
@@ -193,10 +194,65 @@ def check_argmax(bound: Callable = lambda gap, mass_off: gap * mass_off) -> d.Re
     return d.verify("thm41.argmax", steps, simplices=simplices)
 
 
-_HALF_RANGE_GAP = g.opaque_nonnegative("half_range_gap", lambda a: a)
+def range_tv_steps(ref: sp.IndexedBase, constant: Callable, f_text: str, ref_name: str, other: str) -> list:
+    """|E_other f - E_ref f| <= constant(M, m) TV for any n and any f with m <= f_i <= M, one prompt x
+    (E_x of the per-prompt bound follows, q > 0). No lemma: every step is an identity of the sum
+    normalizer or a sum of products of non-negative symbols.
+
+    Parametrization (a definition, covering every such pair of vectors and every such f):
+    - other - ref = TV (a - b) with a = (other - ref)^+/TV and b = (other - ref)^-/TV: both are
+      probability vectors (non-negative; sum (other - ref) = 0 and sum |other - ref| = 2 TV), so
+      TV = sum a = sum b (TV = 0 is other = ref, where both sides are 0);
+    - f_i = m + (M - m) w_{i1} with w_i = ((f_i - m)/(M - m), (M - f_i)/(M - m)) a probability
+      2-vector (w_{i1} + w_{i2} = 1, both >= 0 as m <= f_i <= M; M = m makes both sides 0).
+    Then constant TV -/+ (E_other f - E_ref f) = (M - m) TV (sum a w_2 + sum b w_1), resp.
+    (M - m) TV (sum a w_1 + sum b w_2), both >= 0 termwise: |E_other f - E_ref f| <= (M - m) TV.
+    ``constant(M, m)`` is the claimed constant (M - m)."""
+    j = sp.Dummy("j", integer=True, positive=True)
+    x, n = g.x, g.n
+    a, b = sp.IndexedBase("a", nonnegative=True), sp.IndexedBase("b", nonnegative=True)
+    w = sp.IndexedBase("w", nonnegative=True)
+    tv, spread, low = sp.Symbol("TV", nonnegative=True), sp.Symbol("W", nonnegative=True), sp.Symbol("m_f", real=True)
+    facts = tuple(sums.sums_to_one(v, n) for v in (ref, a, b)) + (sums.sums_to_one(w, 2),)
+    kw = {"sizes": (n,), "probs": (ref, a, b, w)}
+    f = lambda k: low + spread * w[x, k, 1]                      # m <= f_k <= M = m + W
+    moved = lambda k: ref[x, k] + tv * (a[x, k] - b[x, k])      # the other vector
+    gap = sums.vsum(lambda k: moved(k) * f(k), n) - sums.vsum(lambda k: ref[x, k] * f(k), n)
+    one = lambda k: sp.Sum(w[x, k, j], (j, 1, 2))               # w_{k1} + w_{k2}, = 1
+    claimed = constant(low + spread, low)
+
+    def wsum(base, entry):
+        return sums.vsum(lambda k: base[x, k] * entry(k), n)
+
+    w1, w2 = (lambda k: w[x, k, 1]), (lambda k: w[x, k, 2])
+    rest = lambda k: one(k) - w[x, k, 1]                         # 1 - w_{k1}, written through w
+    upper, upper_nn = spread * tv * (wsum(a, rest) + wsum(b, w1)), spread * tv * (wsum(a, w2) + wsum(b, w1))
+    lower, lower_nn = spread * tv * (wsum(a, w1) + wsum(b, rest)), spread * tv * (wsum(a, w1) + wsum(b, w2))
+    pre = f"any n, {f_text}"
+    param = (f"{other} - {ref_name} = TV (a - b), a, b = the positive and negative parts of {other} - {ref_name} over TV "
+             f"(a definition: probability vectors); f_i = m + (M - m) w_i1, w_i = ((f_i - m), (M - f_i))/(M - m) "
+             f"(a definition: a probability 2-vector as m <= f_i <= M)")
+    return [
+        d.sum_equal(f"{pre}: the parametrization {other} = {ref_name} + TV (a - b) keeps sum {other} = 1",
+                    sums.vsum(moved, n), 1, param, facts=facts, **kw),
+        d.sum_equal(f"{pre}: (M - m) TV - (E_{other} f - E_{ref_name} f) = (M - m) TV (sum a (1 - w_1) + sum b w_1)",
+                    claimed * tv - gap, upper, f"sum {ref_name} = sum a = sum b = 1; sum_j w_ij = w_i1 + w_i2 = 1",
+                    facts=facts, **kw),
+        d.sum_equal(f"{pre}: sum a (1 - w_1) = sum a w_2 termwise (w_1 + w_2 = 1)", upper, upper_nn,
+                    "the entries w_{i1}, w_{i2} join to sum_j w_ij inside the sum over i", **kw),
+        d.sum_nonnegative(f"{pre}: (M - m) TV (sum a w_2 + sum b w_1) >= 0", upper_nn,
+                          "M - m, TV, a, b, w >= 0: so E_" + other + " f - E_" + ref_name + " f <= (M - m) TV", **kw),
+        d.sum_equal(f"{pre}: (M - m) TV + (E_{other} f - E_{ref_name} f) = (M - m) TV (sum a w_1 + sum b (1 - w_1))",
+                    claimed * tv + gap, lower, "as above, the other sign", facts=facts, **kw),
+        d.sum_equal(f"{pre}: sum b (1 - w_1) = sum b w_2 termwise (w_1 + w_2 = 1)", lower, lower_nn,
+                    "the entries w_{i1}, w_{i2} join to sum_j w_ij inside the sum over i", **kw),
+        d.sum_nonnegative(f"{pre}: (M - m) TV (sum a w_1 + sum b w_2) >= 0", lower_nn,
+                          "so E_" + ref_name + " f - E_" + other + " f <= (M - m) TV: |E_" + other + " f - E_" + ref_name
+                          + " f| <= (M - m) TV", **kw),
+    ]
 
 
-def _pinsker_proof(bound: Callable) -> list:
+def _pinsker_proof(bound: Callable, constant: Callable = lambda hi, lo: hi - lo) -> list:
     """|J(p) - J(p')| <= Delta r E TV (termwise), binary Pinsker (a derivative), the log-sum inequality
     for any n (data processing onto S = {p > p'} = responses 1..k), then Jensen over prompts."""
     k = sp.Symbol("k", integer=True, positive=True)
@@ -204,16 +260,14 @@ def _pinsker_proof(bound: Callable) -> list:
     P, Q, rr = g.pol, g.sft, g.rew
     kw = dict(facts=g.FACTS, sizes=(*g.SIZES, k), probs=g.PROBS)
     cc = sp.Symbol("c", real=True)
-    # 1. Shift by a constant, then the termwise bound |r - c| <= Delta r / 2 at the midpoint c.
+    # 1. Shift by a constant (only the range of r matters), then |J(p) - J(p')| <= Delta r TV per prompt,
+    #    termwise in a parametrization (range_tv_steps); E_x with q > 0 gives Delta r E_x TV.
     steps = [
         d.sum_equal("any n, any prompts: J(p) - J(p') = E_x sum (p - p')(r - c)",
                     g.E_x(sums.vsum(lambda j: (P[g.x, j] - Q[g.x, j]) * rr[g.x, j], g.n)),
                     g.E_x(sums.vsum(lambda j: (P[g.x, j] - Q[g.x, j]) * (rr[g.x, j] - cc), g.n)),
                     "sum p = sum p' = 1", **kw),
-        d.sum_nonnegative("any n: Delta r TV - |sum (p - p')(r - c)| >= sum |p - p'| (Delta r/2 - |r - c|) >= 0",
-                          sums.vsum(lambda j: sp.Abs(P[g.x, j] - Q[g.x, j]) * _HALF_RANGE_GAP(rr[g.x, j] ** 2), g.n),
-                          "triangle inequality; a stated lemma, not derived: the termwise factor "
-                          "Delta r/2 - |r - c| >= 0 at c = (max r + min r)/2", sample=False, **kw),
+        *range_tv_steps(Q, constant, "f = r (M - m = Delta r)", "p'", "p"),
     ]
     # 2. Binary Pinsker: F(q) = kl2(a || q) - 2 (a - q)^2 has F(a) = 0 and F'(q) = (q - a) g'(q), with
     #    g'(q) = 1/(q(1 - q)) - 4 = (1 - 2q)^2/(q(1 - q)) >= 0: F decreases then increases, so F >= 0.
@@ -263,8 +317,10 @@ def _pinsker_proof(bound: Callable) -> list:
     return steps
 
 
-def check_pinsker(bound: Callable = lambda spread, kl_value: spread * sp.sqrt(kl_value / 2)) -> d.Result:
-    """|J(p) - J(p')| <= Delta r E_x TV <= Delta r sqrt(E_x KL/2); ``bound(Delta r, E KL)`` is the claim."""
+def check_pinsker(bound: Callable = lambda spread, kl_value: spread * sp.sqrt(kl_value / 2),
+                  range_constant: Callable = lambda hi, lo: hi - lo) -> d.Result:
+    """|J(p) - J(p')| <= Delta r E_x TV <= Delta r sqrt(E_x KL/2); ``bound(Delta r, E KL)`` is the claim,
+    ``range_constant(max r, min r)`` the claimed constant of |J(p) - J(p')| <= (max r - min r) TV."""
     steps, simplices = [], []
     cc = c
     for n, prompts in ((2, 1), (3, 1), (3, 2)):
@@ -282,5 +338,5 @@ def check_pinsker(bound: Callable = lambda spread, kl_value: spread * sp.sqrt(kl
         label = f"n={n}, {prompts} prompt{'s' * (prompts > 1)}"
         steps.append(d.equal(f"{label}: J(p) - J(p') = E_x sum (p - p')(r - c)", weighted(weights, diff),
                              weighted(weights, shifted), "sum_y (p - p')(y) = 0, any constant c"))
-    steps += _pinsker_proof(bound)
+    steps += _pinsker_proof(bound, range_constant)
     return d.verify("thm41.pinsker", steps, simplices=simplices)
