@@ -280,7 +280,9 @@ def _parser(config=None) -> argparse.ArgumentParser:
     grid.add_argument("--betas", default="0.25,0.5,1", help="KL weights (comma-separated)")
     grid.add_argument("--eps", dest="eps_list", default="0.3,0",
                     help="expert error rates (comma-separated); 0 is the negative control")
-    grid.add_argument("--settings", default="exact,paper", help="GRPO settings: exact, paper")
+    grid.add_argument("--settings", default="exact,paper", help="GRPO settings: exact, paper "
+                      "(each fixes its estimator flags, so --kl-mode and the like have no effect "
+                      "on a sweep)")
     grid.add_argument("--seeds", default="3", help="a count (3) or a list (0,5,7)")
     grid.add_argument("--out", default=None, help="output folder (default: llm_runs/sweep-<time>)")
     grid.add_argument("--resume", action="store_true", help="skip the runs --out already holds")

@@ -291,16 +291,17 @@ def load_jsonl(path: str) -> list[Example]:
 def answers_pattern(examples) -> str:
     """A regex matching any of the task's answers as a whole span, longest first (so
     'unacceptable' beats 'acceptable'), never inside a longer word or number: with answers
-    {2, 3}, "32" holds no answer.
+    {2, 3}, "32", "2.5", "-2", "2,000" and "1/2" hold no answer, while "2." and "(2)" hold one.
 
-    With more than 64 distinct answers (or an empty one), any non-empty line stands in, so the
-    robust reward reads the last non-empty line of the output and an answer of several words
-    still counts.
+    With more than 64 distinct answers (or an empty one) any whitespace-free token stands in, so
+    the robust reward reads the output's last token; if some answer has several words, any
+    non-empty line stands in instead, and the robust reward reads the output's last non-empty line.
     """
     answers = sorted({ex.answer.strip() for ex in examples}, key=lambda a: (-len(a), a))
     if len(answers) > 64 or not all(answers):
-        return r"[^\n]*\S[^\n]*"
-    return r"(?<!\w)(?:" + "|".join(re.escape(a) for a in answers) + r")(?!\w)"
+        return r"[^\n]*\S[^\n]*" if any(any(c.isspace() for c in a) for a in answers) else r"\S+"
+    return (r"(?<![\w.,/-])(?:" + "|".join(re.escape(a) for a in answers)
+            + r")(?!\w|[.,/]\d)")
 
 
 def split_heldout(rows: list[Example], *, heldout_fraction: float, seed: int):

@@ -211,8 +211,8 @@ def check_answers_fit(tok, examples, max_new_tokens: int) -> None:
     if n > max_new_tokens:
         raise InputError(f"setting --max-new-tokens {max_new_tokens}: the answer {answer!r} takes "
                          f"{n} tokens, so no sampled completion could earn its reward; set "
-                         f"--max-new-tokens {n + 1} or more (the answer and the end-of-turn "
-                         "token)")
+                         f"--max-new-tokens {n} or more ({n + 1} lets the end-of-turn token in "
+                         "too)")
 
 
 def load_checked_task(cfg: RunConfig, seed: int) -> data_mod.TaskData:
@@ -481,10 +481,13 @@ def setting_differs(stored: dict, cfg: RunConfig) -> str | None:
 def _read_json(path: str) -> dict:
     """A settings file (config.json) of an earlier run; not JSON is an InputError."""
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: not a JSON object of settings")
+    return data
 
 
 def _append_row(path: str, row: dict) -> None:

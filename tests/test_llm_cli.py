@@ -98,7 +98,7 @@ def test_named_settings_and_single_flags_over_them():
                                    ["--setting", "paper", "--kl-estimator", "k2"], []])
 def test_a_runs_config_json_repeats_its_grpo_setting(flags, tmp_path):
     """``--config DIR/config.json`` gives back every GRPO field of the run that wrote it,
-    ``kl_in_baseline`` too (it is not a flag of either named setting)."""
+    ``kl_in_baseline`` too (``exact`` fixes it, ``paper`` does not)."""
     import json
 
     from llm_check.run_config import load_run_config

@@ -157,6 +157,9 @@ def test_a_damaged_run_folder_is_a_clear_error_on_resume(tmp_path):
     (out / "config.json").write_text("{not json")
     with pytest.raises(InputError, match="config.json: not valid JSON"):
         pipeline.run(_cfg(), str(out), resume=True)
+    (out / "config.json").write_text("[1, 2]")
+    with pytest.raises(InputError, match="config.json: not a JSON object"):
+        pipeline.run(_cfg(), str(out), resume=True)
     rows = tmp_path / "metrics.jsonl"
     rows.write_text('{"step": 1}\n\n{"step": 2}\n{"st')
     assert pipeline._read_rows(str(rows)) == [{"step": 1}, {"step": 2}]

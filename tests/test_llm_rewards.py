@@ -55,11 +55,12 @@ def test_answers_pattern_never_matches_inside_a_longer_number_or_word():
             self.answer = a
 
     strict, robust, fmt = task_rewards(answers_pattern([E(a) for a in ("2", "3", "7", "yes")]))
-    comps = ["I count 32", "it is 2", "2.", "7 or 23", "yesterday", "yes, 3", " 3 "]
-    ans = ["2", "2", "2", "7", "yes", "3", "3"]
-    assert robust(None, comps, answer=ans) == [0, 1, 1, 1, 0, 1, 1]
-    assert strict(None, comps, answer=ans) == [0, 0, 0, 0, 0, 0, 1]
-    assert fmt(None, comps, answer=ans) == [0, 0, 0, 0, 0, 0, 1]
+    comps = ["I count 32", "it is 2", "2.", "7 or 23", "yesterday", "yes, 3", " 3 ",
+             "2.5", "-2", "2,000", "1/2", "(2)"]
+    ans = ["2", "2", "2", "7", "yes", "3", "3", "2", "2", "2", "2", "2"]
+    assert robust(None, comps, answer=ans) == [0, 1, 1, 1, 0, 1, 1, 0, 0, 0, 0, 1]
+    assert strict(None, comps, answer=ans) == [0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0]
+    assert fmt(None, comps, answer=ans) == [0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0]
 
 
 def test_with_many_answers_the_last_line_stands_in():
@@ -74,6 +75,20 @@ def test_with_many_answers_the_last_line_stands_in():
     assert strict(None, comps, answer=ans) == [1, 1, 0, 0, 0]
     assert robust(None, comps, answer=ans) == [1, 1, 1, 0, 0]
     assert fmt(None, comps, answer=ans) == [1, 1, 0, 0, 1]
+
+
+def test_with_many_one_word_answers_the_last_token_stands_in():
+    """Over 64 distinct one-word answers (numbers): the robust reward reads the last token."""
+    class E:
+        def __init__(self, a):
+            self.answer = a
+
+    strict, robust, fmt = task_rewards(answers_pattern([E(str(i)) for i in range(100)]))
+    comps = ["42", "The answer is 42", "42 or 43", "The answer is\n42"]
+    ans = ["42"] * len(comps)
+    assert strict(None, comps, answer=ans) == [1, 0, 0, 0]
+    assert robust(None, comps, answer=ans) == [1, 1, 0, 1]
+    assert fmt(None, comps, answer=ans) == [1, 0, 0, 0]
 
 
 def test_length_mismatch_is_an_error():

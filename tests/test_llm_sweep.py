@@ -76,7 +76,8 @@ def test_resume_skips_finished_runs(sweep_dir, monkeypatch):
 
 
 def test_resume_runs_only_the_missing_run(sweep_dir, tmp_path, monkeypatch):
-    """A sweep stopped after all but one run: --resume touches only that run's folders."""
+    """A sweep stopped after all but one run, killed while writing that run's row: --resume
+    drops the half-written row and touches only that run's folders."""
     import shutil
 
     from llm_check import pipeline
@@ -88,6 +89,7 @@ def test_resume_runs_only_the_missing_run(sweep_dir, tmp_path, monkeypatch):
     missing = json.loads(lines[-1])
     with open(rows_path, "w") as f:
         f.writelines(lines[:-1])
+        f.write(lines[-1][:20])  # the first bytes of the last row, no newline
     called, real = [], pipeline.run_stage
     monkeypatch.setattr(pipeline, "run_stage", lambda *a, **k: called.append(k["folder"])
                         or real(*a, **k))

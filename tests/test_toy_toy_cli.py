@@ -56,6 +56,21 @@ def test_missing_file_and_unknown_claim(tmp_path, capsys):
     assert not (tmp_path / "s").exists()
 
 
+def test_explore_true_claim_reports_none_with_count(capsys):
+    # random search, then the gradient refinement of the 16 lowest margins: still none
+    assert coupling(["toy", "explore", "--claim", "thm41.gibbs", "--budget", "1024", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert not data["found"] and data["tried"] == 1024 + 16 and data["counterexample"] is None
+    assert data["best_margin"] >= 0
+
+
+def test_sweep_refuses_a_file_as_output(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert coupling(["toy", "sweep", "--out", str(target)]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
 def test_analyze_reads_its_file_as_utf8_whatever_the_locale(tmp_path):
     """The file is UTF-8 (checked when it is loaded); nothing reads it again in the locale's
     encoding, so a C locale without Python's UTF-8 mode still works."""
@@ -76,12 +91,18 @@ def test_analyze_reads_its_file_as_utf8_whatever_the_locale(tmp_path):
 
 
 def test_sweep_refuses_an_output_it_cannot_write_before_any_work(tmp_path, capsys, monkeypatch):
-    """An --out the user may not write is refused up front, not after minutes of work (tested by
-    making the access check say no: the tests may run as a user who can write anywhere)."""
+    """An --out the user may not write is refused up front, not after minutes of work: the
+    folder itself when it exists, and always its parent, where the work is written first (tested
+    by making the access check say no: the tests may run as a user who can write anywhere)."""
     from toy_models import sweep
 
-    monkeypatch.setattr(sweep.os, "access", lambda path, mode: False)
     monkeypatch.setattr(sweep, "random_batch", lambda *a, **k: pytest.fail("work was started"))
-    assert coupling(["toy", "sweep", "--out", str(tmp_path / "out")]) == 2
-    assert "not writable" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    out = tmp_path / "out"
+    for denied, exists in ((tmp_path, False), (out, True), (tmp_path, True)):
+        if exists:
+            out.mkdir(exist_ok=True)
+        monkeypatch.setattr(sweep.os, "access",
+                            lambda path, mode, denied=denied: Path(path).resolve() != denied.resolve())
+        assert coupling(["toy", "sweep", "--out", str(out)]) == 2
+        assert f"{denied.resolve() if denied == tmp_path else denied} is not writable" in \
+            capsys.readouterr().err

@@ -228,8 +228,11 @@ def sweep(out_dir: str | Path, seed: int = 0) -> list[str]:
     parent = out_dir.resolve().parent
     if not parent.is_dir():
         raise InputError(f"--out {out_dir}: parent directory {parent} does not exist")
-    if not os.access(out_dir if out_dir.exists() else parent, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out_dir}: not writable")  # before minutes of work, not after
+    # the work is written to a folder in the parent, then moved into --out: both must be writable,
+    # and this is checked before minutes of work, not after
+    for folder in (parent, out_dir) if out_dir.exists() else (parent,):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise InputError(f"--out {out_dir}: {folder} is not writable")
     rng = np.random.default_rng(seed)
     batch = random_batch(rng, N_INSTANCES, X, Y)
     m_fwd, m_rev = _run_pipelines(batch)
