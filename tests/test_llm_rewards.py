@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from llm_check.data import COLA_LABELS, answers_pattern, builtin_task
+from llm_check.data import COLA_LABELS, Example, answers_pattern, builtin_task
 from llm_check.rewards import task_rewards
 
 COLA = r"\b(?:unacceptable|acceptable)\b"
+
+
+def _pattern(answers) -> str:
+    """``answers_pattern`` of a task whose rows have these answers."""
+    return answers_pattern([Example(prompt="", completion=a, answer=a) for a in answers])
 
 
 def test_builtin_strict_robust_and_format():
@@ -39,22 +44,14 @@ def test_cola_robust_takes_the_last_label():
 
 
 def test_answers_pattern_prefers_the_longest_label():
-    class E:
-        def __init__(self, a):
-            self.answer = a
-
-    pat = answers_pattern([E(w) for w in COLA_LABELS])
+    pat = _pattern(COLA_LABELS)
     _, robust, _ = task_rewards(pat)
     assert robust(None, ["it is unacceptable"], answer=["unacceptable"]) == [1.0]
     assert robust(None, ["it is unacceptable"], answer=["acceptable"]) == [0.0]
 
 
 def test_answers_pattern_never_matches_inside_a_longer_number_or_word():
-    class E:
-        def __init__(self, a):
-            self.answer = a
-
-    strict, robust, fmt = task_rewards(answers_pattern([E(a) for a in ("2", "3", "7", "yes")]))
+    strict, robust, fmt = task_rewards(_pattern(("2", "3", "7", "yes")))
     comps = ["I count 32", "it is 2", "2.", "7 or 23", "yesterday", "yes, 3", " 3 ",
              "2.5", "-2", "2,000", "1/2", "(2)"]
     ans = ["2", "2", "2", "7", "yes", "3", "3", "2", "2", "2", "2", "2"]
@@ -65,11 +62,7 @@ def test_answers_pattern_never_matches_inside_a_longer_number_or_word():
 
 def test_with_many_answers_the_last_line_stands_in():
     """Over 64 distinct answers: an answer of several words still earns both rewards."""
-    class E:
-        def __init__(self, a):
-            self.answer = a
-
-    strict, robust, fmt = task_rewards(answers_pattern([E(f"New York {i}") for i in range(65)]))
+    strict, robust, fmt = task_rewards(_pattern(f"New York {i}" for i in range(65)))
     comps = ["New York 5", " New York 5\n", "I think\nNew York 5\n", "New York 5\nor 6", "New York 6"]
     ans = ["New York 5"] * len(comps)
     assert strict(None, comps, answer=ans) == [1, 1, 0, 0, 0]
@@ -79,11 +72,7 @@ def test_with_many_answers_the_last_line_stands_in():
 
 def test_with_many_one_word_answers_the_last_token_stands_in():
     """Over 64 distinct one-word answers (numbers): the robust reward reads the last token."""
-    class E:
-        def __init__(self, a):
-            self.answer = a
-
-    strict, robust, fmt = task_rewards(answers_pattern([E(str(i)) for i in range(100)]))
+    strict, robust, fmt = task_rewards(_pattern(str(i) for i in range(100)))
     comps = ["42", "The answer is 42", "42 or 43", "The answer is\n42"]
     ans = ["42"] * len(comps)
     assert strict(None, comps, answer=ans) == [1, 0, 0, 0]
