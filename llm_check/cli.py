@@ -231,12 +231,13 @@ def _config_defaults(cfg) -> dict:
                clip_high=g.clip_high, inner_iters=g.inner_iters, std_ddof=g.std_ddof,
                std_floor=g.std_floor, max_new_tokens=g.max_new_tokens, temperature=g.temperature,
                top_p=g.top_p, report_to=cfg.report_to)
-    if g.setting in SETTINGS:
+    # a named setting, and each estimator flag it does not fix (paper leaves kl_in_baseline);
+    # every estimator flag of a custom one
+    named = g.setting in SETTINGS
+    if named:
         out["setting"] = g.setting
-        if g.kl_in_baseline:  # not one of paper's flags: a paper run may still set it
-            out["kl_in_baseline"] = True
-    else:
-        out.update({k: getattr(g, k) for k in SETTINGS["exact"]})
+    out.update({k: getattr(g, k) for k in SETTINGS["exact"]
+                if not (named and k in SETTINGS[g.setting])})
     for stage in ("base", "sft", "rl"):
         o = getattr(cfg, f"{stage}_optim")
         out.update({f"{stage}_{f}": getattr(o, f) for f in (

@@ -70,7 +70,7 @@ from llm_check.predictions import (ce_change_prediction, coarse_kl, coarse_targe
                                    rl_target)
 from llm_check.rewards import task_rewards
 from llm_check.run_config import (ORDERS, GRPOConfig, OptimConfig, RunConfig,  # noqa: F401
-                                  mesh_devices)
+                                  load_run_config, mesh_devices)
 from llm_check.sft import make_optimizer, make_sft_step, split_model, stack_micro
 from llm_check.sharding import barrier, is_main, on_mesh, place_like, shard_batch, to_host
 from theory.errors import InputError
@@ -453,16 +453,10 @@ def _read_rows(path: str) -> list[dict]:
     return rows
 
 
-def setting_differs(stored: dict, cfg: RunConfig) -> str | None:
-    """The first setting (``grpo.beta`` for a nested one) in which a run's stored config.json and
-    ``cfg`` differ, or None. A setting added since the run started (``remat``, or a field inside
-    ``grpo``) is missing from the stored file: the default it had then is filled in."""
-    def filled(old, default):
-        if isinstance(old, dict) and isinstance(default, dict):
-            return {k: filled(old[k], default[k]) if k in old and k in default
-                    else old.get(k, default.get(k)) for k in set(old) | set(default)}
-        return old
-
+def setting_differs(stored: RunConfig, cfg: RunConfig) -> str | None:
+    """The first setting (``grpo.beta`` for a nested one) in which a run's stored settings
+    (``load_run_config`` of its config.json, which fills in settings added since) and ``cfg``
+    differ, or None."""
     def first(a, b, prefix=""):
         for k in sorted(set(a) | set(b)):
             x, y = a.get(k), b.get(k)
@@ -474,12 +468,11 @@ def setting_differs(stored: dict, cfg: RunConfig) -> str | None:
                 return prefix + k
         return None
 
-    now = json.loads(json.dumps(cfg.to_json()))
-    return first(filled(stored, json.loads(json.dumps(RunConfig().to_json()))), now)
+    return first(*(json.loads(json.dumps(c.to_json())) for c in (stored, cfg)))
 
 
 def _read_json(path: str) -> dict:
-    """A settings file (config.json) of an earlier run; not JSON is an InputError."""
+    """A sweep's settings file (sweep_config.json); not a JSON object is an InputError."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -642,7 +635,7 @@ def run(cfg: RunConfig, out: str, *, resume: bool = False) -> dict:
         if not resume:
             raise InputError(f"--out {out}: already holds a run; pass --resume or choose another "
                              "folder")
-        diff = setting_differs(_read_json(cfg_path), cfg)
+        diff = setting_differs(load_run_config(cfg_path, "--resume"), cfg)
         if diff:
             raise InputError(f"--resume: setting {diff} differs from {cfg_path}")
     elif main:
@@ -676,10 +669,15 @@ def run(cfg: RunConfig, out: str, *, resume: bool = False) -> dict:
 
 # --------------------------------------------------------------------------- eval and the lr sweep
 
+def is_stage_checkpoint(path: str) -> bool:
+    """A stage's ``final`` folder (params.safetensors and meta.json), not 'tiny' or a snapshot."""
+    return path != "tiny" and os.path.isfile(os.path.join(path, "params.safetensors"))
+
+
 def load_checkpoint_model(path: str, seed: int = 0, mesh: str | None = None):
     """(model, config, tokenizer) from 'tiny', a run's ``final`` checkpoint or an HF snapshot;
     with ``mesh`` (a spec) the parameters are FSDP-sharded over it."""
-    if path == "tiny" or not os.path.isfile(os.path.join(path, "params.safetensors")):
+    if not is_stage_checkpoint(path):
         return load_model(RunConfig(model=path, mesh=mesh), seed)
     from llm_check.config import Qwen3Config
     from llm_check.model import Qwen3
@@ -729,7 +727,7 @@ def evaluate_checkpoint(model_path: str, *, task: str, seed: int | None = None,
 
 def checkpoint_seed(path: str) -> int:
     """The seed in a stage checkpoint's meta.json; 0 for 'tiny' and HF snapshots."""
-    if path == "tiny" or not os.path.isfile(os.path.join(path, "params.safetensors")):
+    if not is_stage_checkpoint(path):
         return 0
     seed = ckpt.read_meta(path).get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

@@ -366,15 +366,16 @@ def _from_dict(cls, data, where: str):
     return cls(**kw)
 
 
-def load_run_config(path: str) -> RunConfig:
-    """A RunConfig from a run's ``config.json`` or a TOML file of the same fields (missing fields
-    keep their defaults); validated."""
+def load_run_config(path: str, flag: str = "--config") -> RunConfig:
+    """A RunConfig from a run's ``config.json`` or a TOML file of the same fields (missing fields,
+    such as a setting added since the run started, keep their defaults; a renamed field is read
+    under its old name too); validated. ``flag`` names the option in error messages."""
     import json
     import os
     import tomllib
 
     if not os.path.isfile(path):
-        raise InputError(f"--config {path}: no such file")
+        raise InputError(f"{flag} {path}: no such file")
     try:
         if path.endswith(".toml"):
             with open(path, "rb") as f:
@@ -383,7 +384,7 @@ def load_run_config(path: str) -> RunConfig:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
     except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"--config {path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'}"
+        raise InputError(f"{flag} {path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'}"
                          f" ({str(e).splitlines()[0]})") from None
     cfg = _from_dict(RunConfig, data, path)
     # each optimizer's schedule length is its stage's step count (as the command line sets it)

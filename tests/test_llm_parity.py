@@ -105,3 +105,16 @@ def test_make_fixtures_regenerates_the_checked_in_files(tmp_path):
         ga, gb = tensors(fresh / "golden.safetensors"), tensors(old / "golden.safetensors")
         for k in ga:
             np.testing.assert_allclose(ga[k], gb[k], rtol=0, atol=1e-5, err_msg=f"{name}: {k}")
+
+
+def test_make_fixtures_refuses_arguments_before_writing(monkeypatch, capsys):
+    """``python -m llm_check.make_fixtures --help`` prints its usage; an unknown argument exits 2.
+    Neither rewrites the fixtures (it once ignored its arguments and regenerated them)."""
+    from llm_check import make_fixtures
+
+    monkeypatch.setattr(make_fixtures, "write_fixture", lambda *a: pytest.fail("fixtures rewritten"))
+    for argv, code in ((["--help"], 0), (["--bogus"], 2)):
+        with pytest.raises(SystemExit) as e:
+            make_fixtures.main(argv)
+        assert e.value.code == code
+    assert "usage: python -m llm_check.make_fixtures" in capsys.readouterr().out

@@ -155,10 +155,10 @@ def test_a_damaged_run_folder_is_a_clear_error_on_resume(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.json").write_text("{not json")
-    with pytest.raises(InputError, match="config.json: not valid JSON"):
+    with pytest.raises(InputError, match="--resume .*config.json: not valid JSON"):
         pipeline.run(_cfg(), str(out), resume=True)
     (out / "config.json").write_text("[1, 2]")
-    with pytest.raises(InputError, match="config.json: not a JSON object"):
+    with pytest.raises(InputError, match="config.json: expected a table of settings"):
         pipeline.run(_cfg(), str(out), resume=True)
     rows = tmp_path / "metrics.jsonl"
     rows.write_text('{"step": 1}\n\n{"step": 2}\n{"st')
@@ -401,19 +401,29 @@ def test_eval_takes_the_checkpoints_seed_and_ignores_training_batch_sizes(tmp_pa
     assert "seed 'x' is not a seed" in capsys.readouterr().err
 
 
-def test_resume_compares_every_setting_and_fills_in_ones_added_since():
+def test_resume_compares_every_setting_and_fills_in_ones_added_since(tmp_path):
     """``setting_differs`` names the first differing setting, nested ones by their path; a field
-    missing from an older config.json (top-level or inside ``grpo``) counts as its default."""
+    missing from an older config.json (top-level or inside ``grpo``) counts as its default, and a
+    renamed one is read under its old name."""
+    from llm_check.run_config import load_run_config
+
     cfg = _cfg()
-    stored = json.loads(json.dumps(cfg.to_json()))
-    assert pipeline.setting_differs(stored, cfg) is None
-    del stored["remat"], stored["grpo"]["kl_in_baseline"]  # a run from before they existed
-    assert pipeline.setting_differs(stored, cfg) is None
-    stored["grpo"]["beta"] = 0.5
-    assert pipeline.setting_differs(stored, cfg) == "grpo.beta"
-    stored["eps"] = 0.1
-    assert pipeline.setting_differs(stored, cfg) == "eps"
+    path = str(tmp_path / "config.json")
+
+    def stored(edit):
+        data = json.loads(json.dumps(cfg.to_json()))
+        edit(data)
+        with open(path, "w") as f:
+            json.dump(data, f)
+        return load_run_config(path, "--resume")
+
+    assert pipeline.setting_differs(stored(lambda d: None), cfg) is None
+
+    def older(d):  # a run from before remat and kl_in_baseline existed and clip_low was renamed
+        del d["remat"], d["grpo"]["kl_in_baseline"]
+        d["grpo"]["clip_eps_low"] = d["grpo"].pop("clip_low")
+    assert pipeline.setting_differs(stored(older), cfg) is None
+    assert pipeline.setting_differs(stored(lambda d: d["grpo"].update(beta=0.5)), cfg) == "grpo.beta"
+    assert pipeline.setting_differs(stored(lambda d: d.update(eps=0.1)), cfg) == "eps"
     on = dataclasses.replace(cfg, grpo=dataclasses.replace(cfg.grpo, kl_in_baseline=True))
-    del stored["eps"]
-    stored["grpo"]["beta"] = cfg.grpo.beta
-    assert pipeline.setting_differs(stored, on) == "grpo.kl_in_baseline"
+    assert pipeline.setting_differs(stored(older), on) == "grpo.kl_in_baseline"

@@ -156,6 +156,11 @@ MAX_SPREAD_OVER_BETA = 700
 
 def load_instance(path: str | Path) -> tuple[Instance, tuple[float, ...]]:
     """Read and validate an instance file; every problem is an ``InputError`` naming the file."""
+    return validate(read_json(path), str(path))
+
+
+def read_json(path: str | Path):
+    """The decoded JSON of an instance file (UTF-8); an unreadable file is an ``InputError``."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -176,7 +181,7 @@ def load_instance(path: str | Path) -> tuple[Instance, tuple[float, ...]]:
         raise InputError(f"{path}: invalid JSON ({str(e).splitlines()[0]})") from None
     except RecursionError:
         raise InputError(f"{path}: invalid JSON (nested too deeply)") from None
-    return validate(raw, str(path))
+    return raw
 
 
 # ----------------------------------------------------------------------------- random instances

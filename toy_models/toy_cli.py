@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import sys
-from pathlib import Path
 
 import jax
 
@@ -45,11 +44,11 @@ def _check_seed(seed: int) -> None:
 
 def _analyze(args) -> int:
     from toy_models.analyze import analyze, format_text
-    from toy_models.instance import load_instance
+    from toy_models.instance import read_json, validate
 
-    inst, steps = load_instance(args.instance)  # validated: the file is UTF-8 JSON
-    has_sft = "sft_policy" in json.loads(Path(args.instance).read_text(encoding="utf-8"))
-    result = analyze(inst, steps, has_sft)
+    raw = read_json(args.instance)  # read once, as UTF-8
+    inst, steps = validate(raw, args.instance)
+    result = analyze(inst, steps, "sft_policy" in raw)
     print(json.dumps(result, indent=2) if args.json else format_text(result))
     return 0
 
